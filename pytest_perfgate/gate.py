@@ -1,0 +1,170 @@
+"""One scenario, end to end: load -> statistics -> verdict -> analysis -> files.
+
+Shared by the pytest plugin and ``perfgate run``; no pytest import. The flow, one
+module a step::
+
+    config.Scenario --runner.run_load--> RawRun --stats.summarize--> RunStats
+      --verdict.evaluate--> Verdict --analysis.analyze--> Analysis --report.write_all--> files
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+from . import analysis, report, runner, sequential, stats, verdict
+from .config import Budget, Scenario, Thresholds
+from .options import Settings
+
+__all__ = ["ExternalService", "Gate", "GateError", "Target"]
+
+
+class GateError(RuntimeError):
+    """A run that could not be judged (the load generator failed); results so far are on disk."""
+
+
+class Target(Protocol):
+    """The system under test as the gate sees it."""
+
+    url: str
+
+    def alive(self) -> bool: ...
+
+
+@dataclasses.dataclass
+class ExternalService:
+    """A service the gate did not start (``--perfgate-url``): assumed alive while it answers."""
+
+    url: str
+    ready_path: str = "/health"
+
+    def alive(self) -> bool:
+        try:
+            return httpx.get(self.url + self.ready_path, timeout=5.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+
+def scrape_metrics(url: str) -> dict[str, float] | None:
+    """The service's Prometheus figures, or None where it has no ``/metrics``."""
+    try:
+        response = httpx.get(url + "/metrics", timeout=5.0)
+    except httpx.HTTPError:
+        return None
+    if response.status_code != 200:
+        return None
+    return analysis.parse_prometheus_text(response.text)
+
+
+def file_prefix(scenario: str, results_dir: Path, now: dt.datetime) -> str:
+    """``20261127T101500_light``; a suffix keeps an earlier run's files from being overwritten."""
+    base = f"{now:%Y%m%dT%H%M%S}_{scenario}"
+    prefix, n = base, 1
+    while any(results_dir.glob(f"{prefix}[._]*")):
+        n += 1
+        prefix = f"{base}-{n}"
+    return prefix
+
+
+class Gate:
+    """Runs scenarios of one thresholds file against one target and judges them."""
+
+    def __init__(
+        self,
+        thresholds: Thresholds,
+        settings: Settings,
+        target: Callable[[], Target],
+    ) -> None:
+        self.thresholds = thresholds
+        self.settings = settings
+        self._target = target
+
+    def scenario(
+        self,
+        name: str,
+        *,
+        budget: Budget | None = None,
+        users: int | None = None,
+        spawn_rate: float | None = None,
+        duration_s: float | None = None,
+        processes: int | None = None,
+    ) -> Scenario:
+        """The named scenario with the session's overrides, then the call's, then ``budget``."""
+        s = self.settings
+        scenario = self.thresholds.scenario(name).with_overrides(
+            users=s.users, spawn_rate=s.spawn_rate, duration_s=s.duration, processes=s.processes
+        )
+        scenario = scenario.with_overrides(
+            users=users, spawn_rate=spawn_rate, duration_s=duration_s, processes=processes
+        )
+        if budget:
+            scenario = dataclasses.replace(scenario, budget=scenario.budget.merged(budget))
+        return scenario
+
+    def run(
+        self,
+        scenario: Scenario,
+        *,
+        on_progress: Callable[[runner.Progress], None] | None = None,
+    ) -> report.ScenarioResult:
+        target = self._target()
+        results_dir = self.settings.results_dir
+        results_dir.mkdir(parents=True, exist_ok=True)
+        started = dt.datetime.now(dt.timezone.utc)
+        prefix = file_prefix(scenario.name, results_dir, started)
+        before = scrape_metrics(target.url)
+        stop_rule = (
+            sequential.make_stop_rule(scenario, level=self.settings.confidence)
+            if self.settings.early_stop
+            else None
+        )
+        failure: runner.LoadRunError | None = None
+        try:
+            raw = runner.run_load(
+                scenario, target.url, results_dir, prefix,
+                on_progress=on_progress, should_stop=stop_rule,
+            )  # fmt: skip
+        except runner.LoadRunError as exc:
+            if exc.partial is None:
+                raise GateError(f"{scenario.name}: {exc}") from None
+            failure, raw = exc, exc.partial
+        problems = list(raw.problems)
+        if not target.alive():
+            problems.append(f"the service at {target.url} died or stopped answering during the run")
+        if failure is not None:
+            problems.append(f"the load generator failed: {str(failure).splitlines()[0]}")
+        result = self._judge(scenario, raw, problems, before, scrape_metrics(target.url), started)
+        report.write_all(result, results_dir, prefix)
+        return result
+
+    def _judge(
+        self,
+        scenario: Scenario,
+        raw: runner.RawRun,
+        problems: list[str],
+        before: dict[str, float] | None,
+        after: dict[str, float] | None,
+        started: dt.datetime,
+    ) -> report.ScenarioResult:
+        warmup = min(scenario.warmup_s, raw.duration_s)
+        measured = [s for s in raw.samples if s.t >= warmup]
+        window = max(raw.duration_s - warmup, 1e-9)
+        run_stats = stats.summarize(measured, window, self.settings.confidence)
+        judged = verdict.evaluate(
+            scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
+            min_samples=scenario.min_samples, invalid_reasons=problems,
+            inconclusive=self.settings.inconclusive,
+        )  # fmt: skip
+        found = analysis.analyze(
+            run_stats, raw.history, samples=measured, server_before=before,
+            server_after=after, loadgen_cpu_percent=raw.loadgen_cpu_percent,
+        )  # fmt: skip
+        return report.ScenarioResult(
+            scenario=scenario, raw=raw, stats=run_stats, verdict=judged, analysis=found,
+            started_at=started, thresholds=self.thresholds.path,
+        )  # fmt: skip

@@ -1,0 +1,169 @@
+"""Every perfgate setting as a command-line flag, an ini key and an environment variable.
+
+Resolved in one function, ``resolve``: the flag wins over the environment variable,
+which wins over the ini key, which wins over the default. A bad value raises
+``ConfigError`` naming where it came from (``--perfgate-duration``, ``PERFGATE_DURATION``
+or ``ini perfgate_duration``). No pytest import: the CLI shares these definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, parse_duration
+
+__all__ = ["OPTIONS", "Option", "Settings", "resolve"]
+
+
+def _positive_int(value: str, where: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(where, f"expected a whole number, got {value!r}") from None
+    if number < 1:
+        raise ConfigError(where, f"expected a number >= 1, got {value!r}")
+    return number
+
+
+def _positive_float(value: str, where: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(where, f"expected a number, got {value!r}") from None
+    if not number > 0:
+        raise ConfigError(where, f"expected a number > 0, got {value!r}")
+    return number
+
+
+def _duration(value: str, where: str) -> float:
+    seconds = parse_duration(value, where)
+    if seconds <= 0:
+        raise ConfigError(where, f"expected a positive duration such as '20s', got {value!r}")
+    return seconds
+
+
+def _bool(value: str, where: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(where, f"expected true or false, got {value!r}")
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(value: str, where: str) -> str:
+        if value not in choices:
+            raise ConfigError(where, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _level(value: str, where: str) -> float:
+    number = _positive_float(value.rstrip("%"), where)
+    number = number / 100 if value.endswith("%") or number >= 1 else number
+    if not 0.5 <= number < 1:
+        raise ConfigError(where, f"expected a confidence level such as 0.95 or 95%, got {value!r}")
+    return number
+
+
+def _text(value: str, where: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its name (``duration`` -> ``--perfgate-duration``, ini ``perfgate_duration``,
+    env ``PERFGATE_DURATION``), help text, parser and default (a string, parsed too)."""
+
+    name: str
+    help: str
+    parse: Callable[[str, str], Any]
+    default: str | None = None
+    metavar: str = "VALUE"
+
+    @property
+    def cli(self) -> str:
+        return "--perfgate-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "perfgate_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "PERFGATE_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("thresholds", "thresholds file with the service, scenarios and budgets",
+           _text, "thresholds.yaml", "PATH"),
+    Option("url", "base URL of a service already running (the gate then starts none)",
+           _text, None, "URL"),
+    Option("results_dir", "folder for the files of each run", _text, "results/load_tests",
+           "DIR"),
+    Option("duration", "override every scenario's duration (a short smoke run), e.g. 20s",
+           _duration, None, "DURATION"),
+    Option("users", "override every scenario's number of users", _positive_int, None, "N"),
+    Option("spawn_rate", "override every scenario's spawn rate (users per second)",
+           _positive_float, None, "RATE"),
+    Option("processes", "Locust worker processes per scenario", _positive_int, None, "N"),
+    Option("collect", "collect the scenarios of the thresholds file as test items",
+           _bool, "true", "BOOL"),
+    Option("early_stop", "end a run as soon as every blocking budget is decided",
+           _bool, "true", "BOOL"),
+    Option("confidence", "confidence level of every interval, e.g. 0.95",
+           _level, "0.95", "LEVEL"),
+    Option("inconclusive", "what an inconclusive budget does to the test: auto (fail only "
+           "where the point estimate breaches), fail, warn or pass",
+           _choice("auto", "fail", "warn", "pass"), "auto", "POLICY"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Settings:
+    thresholds: Path
+    thresholds_explicit: bool  # named by the user: a missing file is then an error
+    url: str | None
+    results_dir: Path
+    duration: float | None
+    users: int | None
+    spawn_rate: float | None
+    processes: int | None
+    collect: bool
+    early_stop: bool
+    confidence: float
+    inconclusive: str
+
+
+def resolve(
+    cli: Mapping[str, str | None],
+    ini: Mapping[str, str | None],
+    env: Mapping[str, str],
+    rootdir: Path,
+) -> Settings:
+    """Settings from the three sources; ``cli`` and ``ini`` map option names to raw strings."""
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for option in OPTIONS:
+        for source, raw, where in (
+            ("cli", cli.get(option.name), option.cli),
+            ("env", env.get(option.env), option.env),
+            ("ini", ini.get(option.name), f"ini {option.ini}"),
+        ):
+            if raw not in (None, ""):
+                values[option.name] = option.parse(str(raw), where)
+                explicit.add(option.name)
+                break
+        else:
+            default = option.default
+            values[option.name] = None if default is None else option.parse(default, option.name)
+    thresholds = Path(values["thresholds"])
+    results = Path(values["results_dir"])
+    values["thresholds"] = thresholds if thresholds.is_absolute() else rootdir / thresholds
+    values["results_dir"] = results if results.is_absolute() else rootdir / results
+    return Settings(thresholds_explicit="thresholds" in explicit, **values)

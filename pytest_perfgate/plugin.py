@@ -1,0 +1,367 @@
+"""pytest wiring: options, markers, scenario items, fixtures, the terminal summary.
+
+Wiring only: the work happens in ``gate`` and the modules it calls. Light imports: this
+module imports no locust, torch or fastapi (the load runs in a child process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .config import (
+    BUDGET_HELP,
+    Budget,
+    ConfigError,
+    Thresholds,
+    budget_from_mapping,
+    load_thresholds,
+    parse_duration,
+)
+from .options import OPTIONS, Settings, resolve
+from .service_process import ManagedService, ServiceError
+
+if TYPE_CHECKING:
+    from . import report
+    from .gate import Gate, Target
+    from .runner import Progress
+    from .verdict import Verdict
+
+__all__ = ["PerfgateRunner", "PerfgateSession", "ScenarioFailed"]
+
+SESSION_KEY = pytest.StashKey["PerfgateSession"]()
+PERF_BUDGET_SIGNATURE = "perf_budget({}): budget for every perfgate run this test makes; {}".format(
+    ", ".join(f"{k}=..." for k in BUDGET_HELP),
+    "; ".join(f"{k}: {v}" for k, v in BUDGET_HELP.items()),
+)
+
+
+class ScenarioFailed(AssertionError):
+    """A scenario's verdict fails the test; the message is the verdict's failure text."""
+
+    def __init__(self, result: report.ScenarioResult) -> None:
+        self.result = result
+        super().__init__(result.verdict.failure_text())
+
+
+class PerfgateSession:
+    """State of one pytest session (in ``config.stash``): settings, thresholds, service, results."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, thresholds: Thresholds | None):
+        self.config = config
+        self.settings = settings
+        self.thresholds = thresholds
+        self.results: list[report.ScenarioResult] = []
+        self._service: ManagedService | None = None
+        self._service_error: ServiceError | None = None
+
+    def require_thresholds(self) -> Thresholds:
+        if self.thresholds is None:
+            raise pytest.UsageError(
+                f"perfgate: no thresholds file at {self.settings.thresholds}; "
+                "set --perfgate-thresholds, ini perfgate_thresholds or PERFGATE_THRESHOLDS"
+            )
+        return self.thresholds
+
+    def target(self) -> Target:
+        """The service under test, started on first use and restarted if it died."""
+        from .gate import ExternalService
+
+        thresholds = self.require_thresholds()
+        url = self.settings.url or thresholds.service.url
+        if url:
+            return ExternalService(url.rstrip("/"), thresholds.service.ready_path)
+        if self._service_error is not None:
+            raise self._service_error
+        if self._service is None or not self._service.alive():
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            log = self.settings.results_dir / f"{stamp}_service.log"
+            service = ManagedService(thresholds.service, log, cwd=self.config.rootpath)
+            try:
+                service.start()
+            except ServiceError as exc:
+                self._service_error = exc
+                raise
+            self._service = service
+        return self._service
+
+    def gate(self) -> Gate:
+        from .gate import Gate
+
+        return Gate(self.require_thresholds(), self.settings, self.target)
+
+    def run(
+        self, name: str, *, budget: Budget | None = None, **overrides: Any
+    ) -> report.ScenarioResult:
+        gate = self.gate()
+        scenario = gate.scenario(name, budget=budget, **overrides)
+        result = gate.run(scenario, on_progress=self._progress_writer())
+        self.results.append(result)
+        return result
+
+    def _progress_writer(self) -> Any:
+        from . import report
+
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or not getattr(reporter, "isatty", False):
+            return None
+
+        def write(progress: Progress) -> None:
+            reporter.rewrite(report.progress_line(progress), erase=True)
+
+        return write
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.stop()
+            self._service = None
+
+
+# --- options and configuration ----------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("perfgate", "load-test budgets (pytest-perfgate)")
+    for option in OPTIONS:
+        default = f" (default: {option.default})" if option.default else ""
+        group.addoption(
+            option.cli,
+            dest=option.ini,
+            metavar=option.metavar,
+            default=None,
+            help=f"{option.help}{default}; env {option.env}, ini {option.ini}",
+        )
+        parser.addini(option.ini, f"{option.help}{default}", default=None)
+
+
+def _settings(config: pytest.Config) -> Settings:
+    cli = {o.name: config.getoption(o.ini) for o in OPTIONS}
+    ini = {o.name: config.getini(o.ini) for o in OPTIONS}
+    try:
+        return resolve(cli, ini, os.environ, config.rootpath)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"perfgate: {exc}") from None
+
+
+def _load(settings: Settings) -> Thresholds | None:
+    if not settings.thresholds.exists() and not settings.thresholds_explicit:
+        return None  # a project without load scenarios can still use perf_budget
+    try:
+        return load_thresholds(settings.thresholds)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"perfgate: {exc}") from None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", PERF_BUDGET_SIGNATURE)
+    settings = _settings(config)
+    thresholds = _load(settings)
+    if thresholds is not None:
+        for scenario in thresholds.scenarios.values():
+            what = scenario.description or f"{scenario.users} users, {scenario.duration_s:g}s"
+            config.addinivalue_line(
+                "markers", f"{scenario.marker}: load scenario {scenario.name!r} of "
+                f"{thresholds.path.name} ({what})"
+            )  # fmt: skip
+    config.stash[SESSION_KEY] = PerfgateSession(config, settings, thresholds)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is not None:
+        session.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    session = config.stash[SESSION_KEY]
+    s = session.settings
+    if session.thresholds is None:
+        return [f"perfgate: no thresholds file at {s.thresholds}"]
+    target = s.url or session.thresholds.service.url or "started from service.command"
+    overrides = ", ".join(
+        f"{k}={v}" for k, v in (("duration", s.duration), ("users", s.users),
+                                ("spawn_rate", s.spawn_rate)) if v is not None
+    )  # fmt: skip
+    return [
+        f"perfgate: {s.thresholds} ({len(session.thresholds.scenarios)} scenarios), "
+        f"target: {target}, results: {s.results_dir}"
+        + (f", overrides: {overrides}" if overrides else "")
+    ]
+
+
+# --- scenario items ---------------------------------------------------------------------
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    session = parent.config.stash[SESSION_KEY]
+    if not session.settings.collect or session.thresholds is None:
+        return None
+    if file_path.resolve() != session.thresholds.path:
+        return None
+    return ThresholdsFile.from_parent(parent, path=file_path)
+
+
+class ThresholdsFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        thresholds = self.config.stash[SESSION_KEY].require_thresholds()
+        for scenario in thresholds.scenarios.values():
+            item = ScenarioItem.from_parent(self, name=scenario.name)
+            item.add_marker(scenario.marker)
+            yield item
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario of the thresholds file, run as a test."""
+
+    def runtest(self) -> None:
+        session = self.config.stash[SESSION_KEY]
+        result = session.run(self.name)
+        _record(self, result)
+        if not result.verdict.passed:
+            raise ScenarioFailed(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        from .gate import GateError
+
+        if isinstance(excinfo.value, ScenarioFailed | GateError | ServiceError):
+            return str(excinfo.value)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        thresholds = self.config.stash[SESSION_KEY].require_thresholds()
+        line = thresholds.scenario(self.name).source_lines.get("", 1)
+        return self.path, max(line - 1, 0), f"load scenario {self.name}"
+
+
+def _record(item: pytest.Item, result: report.ScenarioResult) -> None:
+    """Figures and verdicts as JUnit XML properties of the test."""
+    total = result.stats.total
+    item.user_properties.extend(
+        [
+            (f"perfgate.{result.scenario.name}.verdict", result.verdict.outcome.value),
+            (f"perfgate.{result.scenario.name}.requests", total.requests),
+            (f"perfgate.{result.scenario.name}.p95_ms", round(total.p95, 3)),
+            (f"perfgate.{result.scenario.name}.error_rate", round(total.error_rate, 6)),
+        ]
+    )
+
+
+# --- markers ----------------------------------------------------------------------------
+
+
+def marker_budget(item: pytest.Item) -> Budget | None:
+    """The ``perf_budget`` marker of ``item``, validated against the budget schema."""
+    marker = item.get_closest_marker("perf_budget")
+    if marker is None:
+        return None
+    where = f"{item.nodeid}: @pytest.mark.perf_budget"
+    if marker.args:
+        raise pytest.UsageError(f"{where}: takes keywords only, got {marker.args!r}")
+    try:
+        return budget_from_mapping(marker.kwargs, where)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        marker_budget(item)  # a bad keyword is a usage error before anything runs
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+class PerfgateRunner:
+    """The ``perfgate`` fixture: ``result = perfgate.run("light", users=5, duration="20s")``."""
+
+    def __init__(self, session: PerfgateSession, item: pytest.Item) -> None:
+        self._session = session
+        self._item = item
+        self.budget = marker_budget(item)
+
+    def run(
+        self,
+        scenario: str,
+        *,
+        users: int | None = None,
+        spawn_rate: float | None = None,
+        duration: str | float | None = None,
+        processes: int | None = None,
+        check: bool = True,
+    ) -> RunResult:
+        """Run a scenario; with ``check`` (default) a breach of its budgets fails the test."""
+        seconds = None if duration is None else parse_duration(duration, "perfgate.run(duration)")
+        result = self._session.run(
+            scenario, budget=self.budget, users=users, spawn_rate=spawn_rate,
+            duration_s=seconds, processes=processes,
+        )  # fmt: skip
+        _record(self._item, result)
+        if check and not result.verdict.passed:
+            raise ScenarioFailed(result)
+        return RunResult(result, self._session.settings)
+
+
+class RunResult:
+    """What ``perfgate.run`` returns: the figures, the verdict, the files, and ``check``."""
+
+    def __init__(self, result: report.ScenarioResult, settings: Settings) -> None:
+        self.result = result
+        self._settings = settings
+        self.stats = result.stats
+        self.total = result.stats.total
+        self.endpoints = result.stats.endpoints
+        self.verdict: Verdict = result.verdict
+
+    def check(self, **budget: Any) -> Verdict:
+        """Judge this run against ``budget`` (the same keys as thresholds.yaml); fail on breach."""
+        from .verdict import evaluate
+
+        judged = evaluate(
+            self.result.scenario.name,
+            budget_from_mapping(budget, "result.check()"),
+            {},
+            self.stats,
+            min_samples=self.result.scenario.min_samples,
+            inconclusive=self._settings.inconclusive,
+        )
+        if not judged.passed:
+            raise AssertionError(judged.failure_text())
+        return judged
+
+    def __repr__(self) -> str:
+        return f"<RunResult {self.result.scenario.name} {self.verdict.outcome.value}>"
+
+
+@pytest.fixture(scope="session")
+def perfgate_service(request: pytest.FixtureRequest) -> str:
+    """Base URL of the service under test, started once a session (or ``--perfgate-url``)."""
+    session = request.config.stash[SESSION_KEY]
+    try:
+        return session.target().url
+    except ServiceError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def perfgate(request: pytest.FixtureRequest) -> PerfgateRunner:
+    """Runs scenarios of the thresholds file; ``perf_budget`` markers apply to every run."""
+    return PerfgateRunner(request.config.stash[SESSION_KEY], request.node)
+
+
+# --- reporting --------------------------------------------------------------------------
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None or not session.results:
+        return
+    from . import report
+
+    terminalreporter.section("perfgate")
+    for line in report.terminal_table(session.results):
+        terminalreporter.write_line(line)

@@ -1,0 +1,149 @@
+"""The system under test as a child process: start on a free port, wait until ready, stop.
+
+Used by the ``perfgate_service`` fixture, the scenario items and ``perfgate run``. The
+service runs in its own process group so that stopping it also stops whatever it spawned
+(uvicorn workers); its output goes to a log file in the results folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from .config import ServiceSpec
+
+__all__ = ["ManagedService", "ServiceError", "free_port", "log_tail"]
+
+
+class ServiceError(RuntimeError):
+    """The service could not be started, never became ready, or died; says why, shows its log."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, indented, or a note that it is empty."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "    (no log)"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail) if tail else "    (the log is empty)"
+
+
+class ManagedService:
+    """One started instance of ``spec.command``; ``start()`` returns its base URL."""
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        log_path: Path,
+        *,
+        cwd: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        if spec.command is None:
+            raise ServiceError("thresholds.yaml: service.command is not set and no URL was given")
+        self.spec = spec
+        self.log_path = log_path
+        self.cwd = Path(spec.cwd) if spec.cwd else cwd
+        self.extra_env = dict(extra_env or {})
+        self.port = 0
+        self.url = ""
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self, port: int) -> list[str]:
+        assert self.spec.command is not None
+        command = self.spec.command.replace("{python}", shlex.quote(sys.executable))
+        return shlex.split(command.replace("{port}", str(port)))
+
+    def start(self) -> str:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = self.argv(self.port)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.spec.env, **self.extra_env}
+        with open(self.log_path, "ab") as log:
+            try:
+                self.proc = subprocess.Popen(
+                    argv, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise ServiceError(
+                    f"cannot start the service: {shlex.join(argv)}: {exc.strerror or exc}"
+                ) from None
+        self._wait_ready()
+        return self.url
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.spec.startup_timeout_s
+        ready_url = self.url + self.spec.ready_path
+        last = "no answer yet"
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    code = self.proc.returncode if self.proc else None
+                    self.stop()
+                    raise ServiceError(
+                        f"the service exited with code {code} before it was ready "
+                        f"({self.spec.command}); end of {self.log_path}:\n{log_tail(self.log_path)}"
+                    )
+                try:
+                    response = client.get(ready_url)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = type(exc).__name__
+                time.sleep(0.1)
+        self.stop()
+        raise ServiceError(
+            f"the service was not ready at {ready_url} within "
+            f"{self.spec.startup_timeout_s:g}s (last: {last}); end of {self.log_path}:\n"
+            f"{log_tail(self.log_path)}"
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after ``grace_s``."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+        # the leader may be gone while workers of its group live on
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+        self.last_returncode = proc.returncode
+
+    def __enter__(self) -> ManagedService:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
