@@ -1,0 +1,485 @@
+"""Scenario -> load: start the Locust child process, stream its samples, stop it, collect.
+
+Runs in the pytest (or CLI) process and never imports locust; the child
+(``_locust_child``) is the only module that does, because importing locust patches the
+whole process with gevent. The child speaks JSON lines (see its docstring): the parent
+sends the spec and ``stop <reason>`` on its stdin and reads samples, progress, errors and
+``done`` from its stdout; its stderr is the run log ``{prefix}.log``.
+
+Every way out of ``run_load`` (return, ``LoadRunError``, KeyboardInterrupt) leaves no
+process behind: the child runs in its own process group, which is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from .config import Scenario
+from .stats import Sample, percentile
+
+__all__ = ["LoadRunError", "Progress", "RawRun", "run_load"]
+
+#: seconds the child may take to import locust and the locustfile before it says "started"
+STARTUP_TIMEOUT_S = 60.0
+#: slack on top of duration + stop timeout before a running child counts as hung
+HANG_SLACK_S = 30.0
+#: seconds between SIGTERM and SIGKILL when the child group has to be ended
+TERM_GRACE_S = 5.0
+#: above this CPU share for most of the run, the load generator measured itself
+CPU_SATURATED_PERCENT = 90.0
+LOG_TAIL_LINES = 20
+
+
+class LoadRunError(RuntimeError):
+    """The load generator could not run or crashed; the message says why and shows its log.
+
+    ``partial`` holds what was measured before the failure (``None`` when nothing was),
+    ``log`` the path of the run log.
+    """
+
+    def __init__(
+        self, message: str, *, partial: RawRun | None = None, log: Path | None = None
+    ) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.log = log
+
+
+@dataclass(frozen=True)
+class Progress:
+    elapsed_s: float
+    users: int
+    requests: int
+    failures: int
+    rps: float  # over the last few seconds
+    p95_ms: float | None  # over the samples so far (after warm-up)
+
+
+@dataclass(frozen=True)
+class RawRun:
+    scenario: Scenario
+    samples: tuple[Sample, ...]  # every request, warm-up included; t relative to load start
+    duration_s: float  # seconds of load actually generated
+    stop_reason: str  # "duration", "stopped: <why>", "interrupted", ...
+    files: Mapping[str, Path]  # "stats_csv", "stats_history_csv", "failures_csv", "log"
+    history: tuple[Mapping[str, Any], ...] = ()  # one row a second: t, users, rps, fails, p50, p95
+    loadgen_cpu_percent: float | None = None  # mean CPU of the load generator process(es)
+    problems: tuple[str, ...] = field(default=())  # things that make the run untrustworthy
+
+
+StopRule = Callable[[Sequence[Sample], float], "str | None"]
+
+
+def run_load(
+    scenario: Scenario,
+    host: str,
+    results_dir: Path,
+    prefix: str,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    should_stop: StopRule | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> RawRun:
+    """Drive ``scenario`` against ``host`` in a Locust child process and return what it saw.
+
+    Files go to ``results_dir / f"{prefix}_stats.csv"`` etc. ``should_stop(samples, elapsed)``
+    is asked about once a second and may end the run early by returning a reason.
+    ``cwd`` is where the child runs: ``json_factory`` modules and a relative locustfile
+    resolve from it (default: the current directory). Raises ``LoadRunError`` when the
+    load generator fails, hangs or records no request.
+    """
+    results_dir.mkdir(parents=True, exist_ok=True)
+    workdir = (cwd or Path.cwd()).resolve()
+    files = output_files(results_dir, prefix)
+    spec = child_spec(scenario, host, results_dir / prefix, workdir)
+    with files["log"].open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest_perfgate._locust_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            cwd=workdir,
+            env=child_env(env),
+            start_new_session=True,  # one group to end, and no Ctrl-C from the terminal
+        )
+    try:
+        return _Session(scenario, proc, files, on_progress, should_stop).run(spec)
+    except KeyboardInterrupt:
+        end_process_group(proc)
+        raise
+    finally:
+        end_process_group(proc)
+
+
+def output_files(results_dir: Path, prefix: str) -> dict[str, Path]:
+    """The files of one run; the CSV names are the ones ``locust --csv`` writes."""
+    base = results_dir / prefix
+    return {
+        "stats_csv": Path(f"{base}_stats.csv"),
+        "stats_history_csv": Path(f"{base}_stats_history.csv"),
+        "failures_csv": Path(f"{base}_failures.csv"),
+        "exceptions_csv": Path(f"{base}_exceptions.csv"),
+        "log": Path(f"{base}.log"),
+    }
+
+
+def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> dict[str, Any]:
+    """What the child needs to know, as JSON-ready values (the first line of its stdin)."""
+    locustfile = None
+    if scenario.locustfile:
+        locustfile = str((workdir / scenario.locustfile).resolve())
+    return {
+        "scenario": {
+            "name": scenario.name,
+            "users": scenario.users,
+            "spawn_rate": scenario.spawn_rate,
+            "duration_s": scenario.duration_s,
+            "wait_min_s": scenario.wait_min_s,
+            "wait_max_s": scenario.wait_max_s,
+            "tasks": [_task_spec(t) for t in scenario.tasks],
+            "locustfile": locustfile,
+            "user_classes": list(scenario.user_classes),
+            "shape": {"stages": [list(s) for s in scenario.shape.stages]}
+            if scenario.shape
+            else None,
+        },
+        "host": host.rstrip("/"),
+        "base_filepath": str(base),
+        "request_timeout_s": scenario.request_timeout_s,
+        # requests in flight at the end finish and are recorded instead of being dropped
+        "stop_timeout_s": scenario.request_timeout_s,
+        "report_interval_s": 0.5,
+        "sys_path": [str(workdir)],
+    }
+
+
+def _task_spec(task: Any) -> dict[str, Any]:
+    return {
+        "method": task.method,
+        "path": task.path,
+        "name": task.name,
+        "weight": task.weight,
+        "json": task.json,
+        "json_factory": task.json_factory,
+        "headers": dict(task.headers),
+    }
+
+
+def child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
+    """The parent's environment plus ``extra``, with this package importable in the child."""
+    env = {**os.environ, **(extra or {})}
+    package_root = str(Path(__file__).resolve().parent.parent)
+    paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def end_process_group(proc: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
+    """End the child and everything it started: SIGTERM, then SIGKILL after ``grace_s``."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()  # a child still reading its stdin takes this as "stop"
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=TERM_GRACE_S if grace_s is None else grace_s)
+    # the group may outlive its leader (a process the locustfile started): kill what is left
+    _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+    if proc.stdout is not None:
+        # only now: closing it sooner would wait for the reader thread's blocked read
+        proc.stdout.close()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+# --- reading the child ---------------------------------------------------------------
+
+_EOF = object()
+
+
+def _read_lines(stream: IO[bytes], inbox: queue.Queue[object]) -> None:
+    """Thread: parse the child's JSON lines into ``inbox``; ``_EOF`` when stdout closes."""
+    try:
+        for line in stream:
+            try:
+                inbox.put(json.loads(line))
+            except ValueError:
+                inbox.put({"type": "noise", "line": line.decode("utf-8", "replace")})
+    except (OSError, ValueError):
+        pass  # the stream was closed under us while ending the child
+    finally:
+        inbox.put(_EOF)
+
+
+class _Session:
+    """The parent's side of one run: reads messages, asks the callbacks, keeps the deadline."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        proc: subprocess.Popen[bytes],
+        files: Mapping[str, Path],
+        on_progress: Callable[[Progress], None] | None,
+        should_stop: StopRule | None,
+    ) -> None:
+        self.scenario = scenario
+        self.proc = proc
+        self.files = files
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.samples: list[Sample] = []
+        self.failures = 0
+        self.sorted_ms: list[float] = []  # measured samples' ms, kept sorted for progress P95
+        self.users_at: dict[int, int] = {}  # second -> users reported then
+        self.cpu_readings: list[float] = []
+        self.errors: list[str] = []
+        self.fatal: str | None = None
+        self.done: dict[str, Any] | None = None
+        self.started_at: float | None = None
+        self.stop_reason: str | None = None
+        self.users = 0
+        self.inbox: queue.Queue[object] = queue.Queue()
+
+    def run(self, spec: Mapping[str, Any]) -> RawRun:
+        assert self.proc.stdout is not None
+        reader = threading.Thread(
+            target=_read_lines, args=(self.proc.stdout, self.inbox), daemon=True
+        )
+        reader.start()
+        self._send(json.dumps(spec))
+        hung = self._pump(time.monotonic() + STARTUP_TIMEOUT_S)
+        if hung:
+            end_process_group(self.proc)
+        else:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=TERM_GRACE_S)  # "done" is the child's last word
+        end_process_group(self.proc)
+        reader.join(timeout=TERM_GRACE_S)
+        self._drain()
+        return self._result(hung)
+
+    def _send(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(line.encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # the child is gone; its exit is judged later
+
+    def _pump(self, deadline: float) -> bool:
+        """Handle messages until the child's stdout closes; True when it missed its deadline."""
+        next_tick = time.monotonic() + 1.0
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                return True
+            try:
+                message = self.inbox.get(timeout=max(0.0, min(next_tick, deadline) - now))
+            except queue.Empty:
+                message = None
+            if message is _EOF:
+                return False
+            if isinstance(message, dict):
+                if message.get("type") == "started" and self.started_at is None:
+                    self.started_at = time.monotonic()
+                    deadline = self.started_at + self._run_budget_s()
+                self._handle(message)
+            if time.monotonic() >= next_tick and self.started_at is not None:
+                next_tick = time.monotonic() + 1.0
+                self._tick()
+
+    def _run_budget_s(self) -> float:
+        return self.scenario.duration_s + self.scenario.request_timeout_s + HANG_SLACK_S
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                message = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(message, dict):
+                self._handle(message)
+
+    def _handle(self, message: Mapping[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "samples":
+            self._add_rows(message.get("rows", []))
+        elif kind == "progress":
+            self.users = int(message.get("users", 0))
+            self.users_at[int(float(message.get("t", 0.0)))] = self.users
+            if message.get("cpu_percent") is not None:
+                self.cpu_readings.append(float(message["cpu_percent"]))
+        elif kind == "error":
+            if message.get("fatal"):
+                self.fatal = str(message.get("message"))
+            else:
+                self.errors.append(str(message.get("message")))
+        elif kind == "done":
+            self.done = dict(message)
+
+    def _add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        new = [
+            Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error))
+            for t, name, ms, ok, status, error in rows
+        ]
+        self.samples.extend(new)
+        self.failures += sum(1 for s in new if not s.ok)
+        measured = [s.ms for s in new if s.t >= self.scenario.warmup_s]
+        if measured:
+            # appending a sorted run keeps the re-sort linear (timsort merges runs)
+            self.sorted_ms.extend(sorted(measured))
+            self.sorted_ms.sort()
+
+    def _tick(self) -> None:
+        assert self.started_at is not None
+        elapsed = time.monotonic() - self.started_at
+        if self.on_progress is not None:
+            self.on_progress(self._progress(elapsed))
+        if self.should_stop is not None and self.stop_reason is None:
+            reason = self.should_stop(self.samples, elapsed)
+            if reason:
+                self.stop_reason = f"stopped: {reason}"
+                self._send(f"stop {reason}")
+
+    def _progress(self, elapsed: float) -> Progress:
+        return Progress(
+            elapsed_s=elapsed,
+            users=self.users,
+            requests=len(self.samples),
+            failures=self.failures,
+            rps=self._recent_rps(elapsed),
+            p95_ms=percentile(self.sorted_ms, 0.95) if self.sorted_ms else None,
+        )
+
+    def _recent_rps(self, elapsed: float, window: float = 5.0) -> float:
+        # the last second is left out: its requests are mostly still in flight or unreported
+        high = elapsed - 1.0
+        low = high - window
+        count = 0
+        for s in reversed(self.samples):  # in arrival order, so roughly by start time
+            if s.t < low - 2.0:  # a margin for requests that started early and ended late
+                break
+            count += low <= s.t < high
+        return count / window if high > 0 else 0.0
+
+    # --- the outcome ---------------------------------------------------------------------
+
+    def _result(self, hung: bool) -> RawRun:
+        partial = self._raw_run()
+        failure = self._failure(hung)
+        if failure is not None:
+            raise LoadRunError(
+                f"{self.scenario.name}: {failure}\n{_log_tail(self.files['log'])}",
+                partial=partial if partial.samples else None,
+                log=self.files["log"],
+            )
+        return partial
+
+    def _failure(self, hung: bool) -> str | None:
+        code = self.proc.returncode
+        if hung:
+            limit = "start" if self.started_at is None else "finish"
+            return f"the load generator did not {limit} in time and was killed"
+        if self.fatal is not None:
+            return f"the load generator failed: {self.fatal}"
+        if self.done is None:
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            return f"the load generator died ({how}) before it finished"
+        if not self.samples:
+            return (
+                "the load generator recorded no request; is the host up and do the "
+                "user classes make requests?"
+            )
+        return None
+
+    def _raw_run(self) -> RawRun:
+        done = self.done or {}
+        duration = float(done.get("duration_s", max((s.t for s in self.samples), default=0.0)))
+        cpu = done.get("cpu_percent")
+        if cpu is None and self.cpu_readings:
+            cpu = sum(self.cpu_readings) / len(self.cpu_readings)
+        return RawRun(
+            scenario=self.scenario,
+            samples=tuple(self.samples),
+            duration_s=duration,
+            stop_reason=self.stop_reason or str(done.get("stop_reason") or "interrupted"),
+            files=dict(self.files),
+            history=history_rows(self.samples, self.users_at, duration),
+            loadgen_cpu_percent=None if cpu is None else float(cpu),
+            problems=self._problems(),
+        )
+
+    def _problems(self) -> tuple[str, ...]:
+        problems = [f"load generator error: {e}" for e in self.errors]
+        saturated = cpu_saturation(self.cpu_readings)
+        if saturated is not None:
+            problems.append(saturated)
+        return tuple(problems)
+
+
+def cpu_saturation(readings: Sequence[float]) -> str | None:
+    """A problem line when the load generator's CPU was saturated for most of the run."""
+    if not readings:
+        return None
+    busy = sum(1 for r in readings if r > CPU_SATURATED_PERCENT)
+    if busy <= len(readings) / 2:
+        return None
+    mean = sum(readings) / len(readings)
+    return (
+        f"load generator CPU saturated: above {CPU_SATURATED_PERCENT:g} % for "
+        f"{100 * busy / len(readings):.0f} % of the run (mean {mean:.0f} %); measured "
+        "latencies include client-side delay; use fewer users or more processes"
+    )
+
+
+def history_rows(
+    samples: Sequence[Sample], users_at: Mapping[int, int], duration_s: float
+) -> tuple[dict[str, Any], ...]:
+    """One row per second of load, from the samples that started in that second."""
+    by_second: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_second[int(s.t)].append(s)
+    last = max([int(duration_s) - 1, *by_second], default=-1)
+    rows = []
+    users = 0
+    for second in range(last + 1):
+        users = users_at.get(second, users)
+        group = by_second.get(second, [])
+        ms = sorted(s.ms for s in group)
+        rows.append({
+            "t": second,
+            "users": users,
+            "rps": float(len(group)),
+            "fails": float(sum(1 for s in group if not s.ok)),
+            "p50": percentile(ms, 0.50) if ms else None,
+            "p95": percentile(ms, 0.95) if ms else None,
+        })  # fmt: skip
+    return tuple(rows)
+
+
+def _log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as exc:
+        return f"(no log at {log}: {exc.strerror})"
+    tail = "\n".join(text[-lines:]) or "(empty)"
+    return f"last {min(lines, len(text))} lines of {log}:\n{tail}"

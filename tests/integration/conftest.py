@@ -1,0 +1,24 @@
+"""Fixtures of the integration tests: a delay server per test, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from delay_server import StartServer, running  # this directory is on sys.path (prepend mode)
+
+
+@pytest.fixture
+def delay_server() -> Iterator[StartServer]:
+    """Start a delay server: ``url = delay_server("--delay-ms", "50")``; stopped after the test.
+
+    Arguments are ``delay_server.py``'s command line (``--lognormal 20,0.5``,
+    ``--error-rate 0.1``, ``--slow-ms 1000``, ``--seed 3``); each call starts one more.
+    """
+    with contextlib.ExitStack() as stack:
+
+        def start(*cli_args: str) -> str:
+            return stack.enter_context(running(*cli_args))
+
+        yield start
