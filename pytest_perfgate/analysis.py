@@ -1,0 +1,888 @@
+"""Statistics -> grades and findings: where the time goes and what to do about it.
+
+Pure: no pytest, no locust. Every ``Finding`` is triggered by measured data (statistics,
+the per-second history, failures, the service's Prometheus ``/metrics`` scraped before
+and after the run, the load generator's CPU) and its ``evidence`` quotes those numbers;
+without the data there is no finding. ``analyze_locust_csv`` builds the same figures from
+plain Locust ``--csv`` output so ``perfgate analyze`` works on runs made without us.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .stats import TOTAL, EndpointStats, RunStats, Sample
+
+__all__ = [
+    "COMPUTE_METRIC",
+    "GRADES",
+    "QUEUE_METRIC",
+    "Analysis",
+    "FailureGroup",
+    "Finding",
+    "LocustCsvRun",
+    "Summary",
+    "analysis_from_dict",
+    "analyze",
+    "analyze_locust_csv",
+    "classify_failure",
+    "error_grade",
+    "format_count",
+    "format_ms",
+    "format_percent",
+    "grade",
+    "latency_grade",
+    "metric_total",
+    "parse_prometheus_text",
+    "read_locust_failures",
+    "read_locust_history",
+    "read_locust_stats",
+]
+
+Severity = Literal["critical", "warning", "info"]
+_SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+
+#: Prometheus histograms of the reference service; their _sum/_count give mean times.
+QUEUE_METRIC = "service_queue_time_seconds"
+COMPUTE_METRIC = "service_compute_time_seconds"
+
+# --- number formatting (the one place; report.py and html_report.py use these too) ---
+
+
+def format_count(n: float) -> str:
+    """``5812`` -> ``"5 812"`` (a space groups thousands, as in the verdict lines)."""
+    return f"{round(n):,}".replace(",", " ")
+
+
+def format_ms(ms: float | None) -> str:
+    """Milliseconds with precision that fits their size; ``-`` when unknown."""
+    if ms is None or not math.isfinite(ms):
+        return "-"
+    if ms < 10:
+        return f"{ms:.2f}"
+    if ms < 100:
+        return f"{ms:.1f}"
+    return format_count(ms)
+
+
+def format_percent(fraction: float | None) -> str:
+    """``0.0123`` -> ``"1.23 %"``; small shares keep two decimals."""
+    if fraction is None or not math.isfinite(fraction):
+        return "-"
+    pct = fraction * 100
+    return f"{pct:.2f} %" if pct < 10 else f"{pct:.1f} %"
+
+
+# --- grades --------------------------------------------------------------------------
+
+GRADES = ("Excellent", "Good", "Acceptable", "Poor", "Critical")
+_LATENCY_STEPS = ((50.0, "Excellent"), (100.0, "Good"), (200.0, "Acceptable"), (500.0, "Poor"))
+_ERROR_STEPS = ((0.001, "Excellent"), (0.01, "Good"), (0.05, "Acceptable"))
+
+
+def latency_grade(p95_ms: float) -> str:
+    """Excellent < 50 ms <= Good < 100 <= Acceptable < 200 <= Poor < 500 <= Critical."""
+    return next((g for limit, g in _LATENCY_STEPS if p95_ms < limit), "Critical")
+
+
+def error_grade(error_rate: float) -> str:
+    """Excellent < 0.1 % <= Good < 1 % <= Acceptable < 5 % <= Poor (never Critical)."""
+    return next((g for limit, g in _ERROR_STEPS if error_rate < limit), "Poor")
+
+
+def grade(p95_ms: float, error_rate: float) -> str:
+    """The overall grade: the worse of the P95 grade and the error-rate grade."""
+    return max(latency_grade(p95_ms), error_grade(error_rate), key=GRADES.index)
+
+
+# --- values --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation from the measurements, with the numbers behind it and what to do."""
+
+    kind: str  # "errors", "high_latency", "long_tail", "saturation", "time_breakdown", ...
+    severity: Severity
+    title: str
+    evidence: str  # a sentence quoting the measured numbers
+    recommendations: tuple[str, ...]
+    endpoint: str | None = None
+    figures: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    def __repr__(self) -> str:
+        return f"Finding({self.kind!r}, {self.severity}, {self.title!r})"
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The run's headline figures (all endpoints together)."""
+
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+    rps: float
+    error_rate: float
+    requests: int
+    failures: int
+    grade: str
+    p95_ci: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Analysis:
+    summary: Summary
+    grades: Mapping[str, str]  # by endpoint key, TOTAL included
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()  # what could not be analysed, and caveats about the figures
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return {
+            "summary": {
+                "p50": s.p50, "p95": s.p95, "p99": s.p99, "mean": s.mean, "rps": s.rps,
+                "error_rate": s.error_rate, "requests": s.requests, "failures": s.failures,
+                "grade": s.grade, "p95_ci": list(s.p95_ci) if s.p95_ci else None,
+            },
+            "grades": dict(self.grades),
+            "findings": [
+                {
+                    "kind": f.kind, "severity": f.severity, "title": f.title,
+                    "evidence": f.evidence, "recommendations": list(f.recommendations),
+                    "endpoint": f.endpoint, "figures": dict(f.figures),
+                }
+                for f in self.findings
+            ],
+            "notes": list(self.notes),
+        }  # fmt: skip
+
+
+def analysis_from_dict(data: Mapping[str, Any]) -> Analysis:
+    """The inverse of ``Analysis.to_dict`` (for results read back from JSON)."""
+    s = data["summary"]
+    ci = s.get("p95_ci")
+    summary = Summary(
+        p50=float(s["p50"]), p95=float(s["p95"]), p99=float(s["p99"]), mean=float(s["mean"]),
+        rps=float(s["rps"]), error_rate=float(s["error_rate"]), requests=int(s["requests"]),
+        failures=int(s.get("failures", 0)), grade=str(s["grade"]),
+        p95_ci=(float(ci[0]), float(ci[1])) if ci else None,
+    )  # fmt: skip
+    findings = tuple(
+        Finding(
+            kind=str(f["kind"]),
+            severity=f["severity"],
+            title=str(f["title"]),
+            evidence=str(f["evidence"]),
+            recommendations=tuple(str(r) for r in f.get("recommendations", ())),
+            endpoint=f.get("endpoint"),
+            figures={str(k): float(v) for k, v in (f.get("figures") or {}).items()},
+        )
+        for f in data.get("findings", ())
+    )
+    grades = {str(k): str(v) for k, v in data.get("grades", {}).items()}
+    return Analysis(summary, grades, findings, tuple(str(n) for n in data.get("notes", ())))
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failures of one endpoint with the same error (a row of Locust's failures.csv)."""
+
+    endpoint: str
+    error: str
+    occurrences: int
+    status: int | None = None  # HTTP status when known; None: read it from ``error``
+
+
+# --- failures ------------------------------------------------------------------------
+
+_STATUS_IN_TEXT = (
+    re.compile(r"\b([45]\d\d)\s+[A-Za-z]"),  # "503 Service Unavailable", "500 Server Error"
+    re.compile(r"status(?:[ _]code)?\D{0,3}([45]\d\d)\b", re.IGNORECASE),
+)
+_TIMEOUT_TEXT = re.compile(r"timed?[ _-]?out", re.IGNORECASE)
+_CONNECTION_TEXT = re.compile(r"connect|refused|reset|disconnect|broken pipe", re.IGNORECASE)
+
+_BACKOFF = "Retry idempotent requests with exponential backoff and jitter (honour Retry-After)."
+_BREAKER = "Protect callers with a circuit breaker so a failing service is not hammered."
+_VALIDATE = "Validate inputs against the request schema so bad inputs fail fast with a 4xx."
+
+#: error class -> (label, recommendations); shared advice is one string so it is listed once
+_ERROR_CLASSES: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "timeout": (
+        "timeouts",
+        (
+            "Give every client call an explicit timeout; find what the slow requests have in "
+            "common (payload size, model) in the service log.",
+            _BACKOFF,
+        ),
+    ),
+    "connection": (
+        "connection errors",
+        (
+            "Check the service log for crashes or restarts during the run; raise its "
+            "connection limits (uvicorn --limit-concurrency, --backlog).",
+            _BREAKER,
+        ),
+    ),
+    "backpressure": (
+        "429/503 backpressure",
+        (
+            "The service shed load: add capacity (uvicorn workers, replicas) or raise the "
+            "queue bound if the latency budget allows.",
+            _BACKOFF,
+            _BREAKER,
+        ),
+    ),
+    "server_error": (
+        "5xx server errors",
+        ("Read the error patterns in the service log for these requests.", _VALIDATE, _BREAKER),
+    ),
+    "client_error": (
+        "4xx client errors",
+        (
+            "Check the request bodies the scenario sends against the service's input schema.",
+            "Check credentials (API key, JWT) and the rate limit the scenario runs into.",
+        ),
+    ),
+    "other": (
+        "other failures",
+        ("Read the failure messages in the failures CSV and the run log.",),
+    ),
+}
+
+
+def classify_failure(status: int | None, error: str) -> str:
+    """The class of a failure: ``timeout``, ``connection``, ``backpressure``,
+    ``server_error``, ``client_error`` or ``other``."""
+    if status is None:
+        status = next((int(m.group(1)) for rx in _STATUS_IN_TEXT if (m := rx.search(error))), None)
+    if status in (429, 503):
+        return "backpressure"
+    if status is not None and 500 <= status < 600:
+        return "server_error"
+    if status is not None and 400 <= status < 500:
+        return "client_error"
+    if _TIMEOUT_TEXT.search(error):
+        return "timeout"
+    if status == 0 or (status is None and _CONNECTION_TEXT.search(error)):
+        return "connection"
+    return "other"
+
+
+def _failure_counts(
+    failures: Iterable[Sample | FailureGroup],
+) -> dict[str, dict[str, int]]:
+    """endpoint -> error class -> count."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for f in failures:
+        if isinstance(f, Sample):
+            if not f.ok:
+                counts[f.name][classify_failure(f.status, f.error)] += 1
+        else:
+            counts[f.endpoint][classify_failure(f.status, f.error)] += f.occurrences
+    return counts
+
+
+def _error_finding(stats: RunStats, failures: Iterable[Sample | FailureGroup]) -> Finding | None:
+    total = stats.total
+    if total.failures == 0:
+        return None
+    counts = _failure_counts(failures)
+    rate = total.error_rate
+    severity: Severity = "critical" if rate >= 0.05 else "warning" if rate >= 0.01 else "info"
+    by_class: dict[str, int] = defaultdict(int)
+    parts = []
+    for endpoint, classes in sorted(counts.items(), key=lambda kv: -sum(kv[1].values())):
+        listed = sorted(classes.items(), key=lambda kv: -kv[1])
+        for cls, n in listed:
+            by_class[cls] += n
+        parts.append(
+            f"{endpoint}: "
+            + ", ".join(f"{format_count(n)} x {_ERROR_CLASSES[c][0]}" for c, n in listed)
+        )
+    evidence = (
+        f"{format_percent(rate)} of requests failed ({format_count(total.failures)} of "
+        f"{format_count(total.requests)})"
+    )
+    if parts:
+        evidence += "; " + "; ".join(parts) + "."
+    else:
+        failing = [e for e in stats.endpoints.values() if e.failures]
+        evidence += (
+            "; "
+            + ", ".join(f"{e.name}: {format_count(e.failures)}" for e in failing)
+            + ". No failure details were recorded, so the error classes are unknown."
+        )
+    ranked = sorted(by_class, key=lambda c: -by_class[c]) or ["other"]
+    recommendations: list[str] = []
+    for cls in ranked:
+        recommendations += [r for r in _ERROR_CLASSES[cls][1] if r not in recommendations]
+    title = f"{format_percent(rate)} of requests failed"
+    if by_class:
+        title += f", mostly {_ERROR_CLASSES[ranked[0]][0]}"
+    return Finding(
+        kind="errors",
+        severity=severity,
+        title=title,
+        evidence=evidence,
+        recommendations=tuple(recommendations),
+        figures={"error_rate": rate, "failures": total.failures,
+                 **{f"class_{c}": n for c, n in by_class.items()}},
+    )  # fmt: skip
+
+
+# --- latency -------------------------------------------------------------------------
+
+HIGH_P95_MS = 200.0
+TAIL_RATIO = 2.0
+TAIL_MIN_REQUESTS = 100  # below this the P99 is one of the few slowest requests: no tail claim
+
+
+def _high_latency_findings(stats: RunStats) -> list[Finding]:
+    found = []
+    for e in _endpoints_or_total(stats):
+        if e.requests == 0 or e.p95 <= HIGH_P95_MS:
+            continue
+        found.append(
+            Finding(
+                kind="high_latency",
+                severity="critical" if e.p95 >= 500 else "warning",
+                title=f"{e.name}: P95 {format_ms(e.p95)} ms is above {HIGH_P95_MS:g} ms",
+                evidence=(
+                    f"{e.name} answered {format_count(e.requests)} requests with P50 "
+                    f"{format_ms(e.p50)} ms, P95 {format_ms(e.p95)} ms{_ci_text(e, 'p95')} and "
+                    f"mean {format_ms(e.mean)} ms."
+                ),
+                recommendations=(
+                    "Profile one inference end to end (torch.profiler) to see where the time goes.",
+                    "Cache results of repeated inputs.",
+                    "Tune the GPU batch size and the batching window.",
+                    "Pre-allocate GPU memory instead of allocating per request.",
+                    "Process requests asynchronously so the event loop never waits on the model.",
+                ),
+                endpoint=e.name,
+                figures={"p95": e.p95, "p50": e.p50, "mean": e.mean, "requests": e.requests},
+            )
+        )
+    return found
+
+
+def _tail_findings(stats: RunStats) -> list[Finding]:
+    found = []
+    for e in _endpoints_or_total(stats):
+        if e.requests < TAIL_MIN_REQUESTS or e.p95 <= 0 or e.p99 <= TAIL_RATIO * e.p95:
+            continue
+        ratio = e.p99 / e.p95
+        found.append(
+            Finding(
+                kind="long_tail",
+                severity="warning",
+                title=f"{e.name}: P99 is {ratio:.1f}x the P95",
+                evidence=(
+                    f"{e.name}: P99 {format_ms(e.p99)} ms{_ci_text(e, 'p99')} against P95 "
+                    f"{format_ms(e.p95)} ms and P50 {format_ms(e.p50)} ms over "
+                    f"{format_count(e.requests)} requests (max {format_ms(e.max)} ms): "
+                    f"about 1 request in 100 is far slower than the rest."
+                ),
+                recommendations=(
+                    "Look for cold starts: lazy model loading or first-call compilation.",
+                    "Check for GC pauses (gc.freeze() after start-up, fewer allocations).",
+                    "Add a warm-up phase before serving traffic.",
+                    "Set request timeouts so stuck requests do not hold workers.",
+                    "Monitor the long tail (P99, P99.9) in production, not only the mean.",
+                ),
+                endpoint=e.name,
+                figures={"p99": e.p99, "p95": e.p95, "ratio": ratio, "requests": e.requests},
+            )
+        )
+    return found
+
+
+def _dominant_endpoint(stats: RunStats) -> Finding | None:
+    eps = [e for e in stats.endpoints.values() if e.requests]
+    if len(eps) < 2:
+        return None
+    time = {e.name: e.requests * e.mean for e in eps}
+    spent = sum(time.values())
+    top = max(eps, key=lambda e: time[e.name])
+    if spent <= 0 or time[top.name] / spent < 0.5:
+        return None
+    share = time[top.name] / spent
+    req_share = top.requests / sum(e.requests for e in eps)
+    rest = [e for e in eps if e is not top]
+    rest_mean = sum(time[e.name] for e in rest) / max(1, sum(e.requests for e in rest))
+    slower = share > 1.25 * req_share
+    recs = (
+        (f"Optimise {top.name} first: its requests are slower than the others.",
+         "Profile this endpoint's handler and model separately from the rest.")
+        if slower else
+        (f"{top.name} dominates by volume: cache or batch its repeated requests first.",)
+    )  # fmt: skip
+    return Finding(
+        kind="dominant_endpoint",
+        severity="info",
+        title=f"{top.name} takes {format_percent(share)} of the total response time",
+        evidence=(
+            f"{top.name} accounts for {format_percent(share)} of the time spent waiting for "
+            f"responses with {format_percent(req_share)} of the requests (mean "
+            f"{format_ms(top.mean)} ms against {format_ms(rest_mean)} ms for the other endpoints)."
+        ),
+        recommendations=recs,
+        endpoint=top.name,
+        figures={"time_share": share, "request_share": req_share, "mean": top.mean},
+    )
+
+
+def _endpoints_or_total(stats: RunStats) -> list[EndpointStats]:
+    """The endpoints; the total only stands for them when there is a single one or none."""
+    eps = list(stats.endpoints.values())
+    return eps if eps else [stats.total]
+
+
+def _ci_text(e: EndpointStats, key: str) -> str:
+    ci = e.ci.get(key)
+    if not ci:
+        return ""
+    return f" ({e.ci_level * 100:g} % CI {format_ms(ci[0])}-{format_ms(ci[1])} ms)"
+
+
+# --- throughput saturation from the per-second history -------------------------------
+
+
+def _number(row: Mapping[str, Any], *keys: str) -> float | None:
+    for key in keys:
+        value = row.get(key)
+        if value is None or value == "":
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            return number
+    return None
+
+
+SATURATION_MIN_ROWS = 3  # seconds per user level: single seconds of a ramp-up are too noisy
+SATURATION_SCALING = 0.5  # flag when throughput grew by less than half as much as the users
+
+
+@dataclass(frozen=True)
+class _Level:
+    users: float
+    rps: float
+    p50: float | None
+
+
+def _level(rows: Sequence[Mapping[str, Any]]) -> _Level:
+    users = [_number(r, "users") or 0.0 for r in rows]
+    rps = [_number(r, "rps") or 0.0 for r in rows]
+    p50 = [v for r in rows if (v := _number(r, "p50")) is not None]
+    return _Level(
+        sum(users) / len(rows), sum(rps) / len(rows), sum(p50) / len(p50) if p50 else None
+    )
+
+
+def _user_levels(history: Sequence[Mapping[str, Any]]) -> list[_Level]:
+    """Mean throughput per user count, adjacent counts merged until each has enough rows."""
+    by_users: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in history:
+        users, rps = _number(row, "users"), _number(row, "rps")
+        if users is not None and rps is not None and users > 0:
+            by_users[round(users)].append(row)
+    groups: list[list[Mapping[str, Any]]] = []
+    pending: list[Mapping[str, Any]] = []
+    for users in sorted(by_users):
+        pending += by_users[users]
+        if len(pending) >= SATURATION_MIN_ROWS:
+            groups.append(pending)
+            pending = []
+    if pending and groups:
+        groups[-1] += pending
+    return [_level(g) for g in groups]
+
+
+def _saturation_finding(history: Sequence[Mapping[str, Any]]) -> Finding | None:
+    """Throughput that stops growing while users grow (rps per user-count level)."""
+    levels = _user_levels(history)
+    if len(levels) < 2:
+        return None
+    low, top = levels[0], levels[-1]
+    if top.users < 2 * low.users or low.rps <= 0:
+        return None
+    user_growth, rps_growth = top.users / low.users, top.rps / low.rps
+    if rps_growth / user_growth >= SATURATION_SCALING:
+        return None
+    peak = max(level.rps for level in levels)
+    knee = next(level for level in levels if level.rps >= 0.9 * peak)
+    evidence = (
+        f"Users grew {user_growth:.1f}x (from {low.users:.0f} to {top.users:.0f}) but "
+        f"throughput only {rps_growth:.1f}x (from {low.rps:.1f} to {top.rps:.1f} req/s)"
+    )
+    if knee is not top:
+        evidence += (
+            f"; it levelled off at about {knee.rps:.1f} req/s from about {knee.users:.0f} users on"
+        )
+        title = f"Throughput saturates at about {knee.rps:.1f} req/s (about {knee.users:.0f} users)"
+    else:
+        title = f"Throughput grew only {rps_growth:.1f}x while users grew {user_growth:.1f}x"
+    if low.p50 is not None and top.p50 is not None:
+        evidence += (
+            f", while the median response time went from {format_ms(low.p50)} to "
+            f"{format_ms(top.p50)} ms"
+        )
+    return Finding(
+        kind="saturation",
+        severity="warning",
+        title=title,
+        evidence=evidence + ".",
+        recommendations=(
+            "Run more uvicorn workers (or processes) per instance.",
+            "Make request handling async so I/O does not block the event loop.",
+            "Scale horizontally: more replicas behind a load balancer.",
+        ),
+        figures={"saturation_users": knee.users, "saturation_rps": knee.rps,
+                 "max_users": top.users, "rps_at_max_users": top.rps,
+                 "scaling": rps_growth / user_growth},
+    )  # fmt: skip
+
+
+# --- server-side time breakdown from Prometheus /metrics -----------------------------
+
+
+def parse_prometheus_text(text: str) -> dict[str, float]:
+    """Sample lines of the Prometheus text format -> ``{'name{labels}': value}``.
+
+    Comments and malformed lines are skipped; timestamps are dropped. The key keeps the
+    label set as written, so ``metric_total`` can add up all series of one metric.
+    """
+    samples: dict[str, float] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        end = _series_end(line)
+        if end is None:
+            continue
+        key, rest = line[:end], line[end:].split()
+        if not rest:
+            continue
+        try:
+            samples[key] = float(rest[0])  # float() reads NaN, +Inf and -Inf too
+        except ValueError:
+            continue
+    return samples
+
+
+def _series_end(line: str) -> int | None:
+    """Index just past ``name`` or ``name{...}``; quoted label values may hold '}' or spaces."""
+    brace = line.find("{")
+    space = line.find(" ")
+    if brace == -1 or (space != -1 and space < brace):
+        return space if space > 0 else None
+    quoted = escaped = False
+    for i in range(brace + 1, len(line)):
+        ch = line[i]
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "}" and not quoted:
+            return i + 1
+    return None
+
+
+def metric_total(metrics: Mapping[str, float], name: str) -> float | None:
+    """The sum of all series of ``name`` (any labels); ``None`` when there is none."""
+    values = [v for k, v in metrics.items() if k == name or k.startswith(name + "{")]
+    return sum(values) if values else None
+
+
+def _mean_delta_ms(
+    before: Mapping[str, float], after: Mapping[str, float], histogram: str
+) -> tuple[float, float] | None:
+    """(mean ms, count) of a histogram's observations between two scrapes."""
+    s1, c1 = metric_total(after, histogram + "_sum"), metric_total(after, histogram + "_count")
+    if s1 is None or c1 is None:
+        return None
+    s0 = metric_total(before, histogram + "_sum") or 0.0
+    c0 = metric_total(before, histogram + "_count") or 0.0
+    count = c1 - c0
+    if count <= 0:
+        return None
+    return (s1 - s0) / count * 1000.0, count
+
+
+def _time_breakdown(
+    stats: RunStats, before: Mapping[str, float] | None, after: Mapping[str, float] | None
+) -> Finding | None:
+    if after is None or stats.total.requests == 0:
+        return None
+    queue = _mean_delta_ms(before or {}, after, QUEUE_METRIC)
+    compute = _mean_delta_ms(before or {}, after, COMPUTE_METRIC)
+    if queue is None or compute is None:
+        return None
+    (queue_ms, n), (compute_ms, _) = queue, compute
+    client_ms = stats.total.mean
+    overhead_ms = max(0.0, client_ms - queue_ms - compute_ms)
+    parts = {"queue": queue_ms, "compute": compute_ms, "network/HTTP overhead": overhead_ms}
+    whole = sum(parts.values()) or 1.0
+    main = max(parts, key=lambda k: parts[k])
+    evidence = (
+        f"Server side, a request waited {format_ms(queue_ms)} ms in the queue and computed "
+        f"{format_ms(compute_ms)} ms on average (n={format_count(n)}); the client saw "
+        f"{format_ms(client_ms)} ms on average over {format_count(stats.total.requests)} "
+        f"requests, which leaves {format_ms(overhead_ms)} ms "
+        f"({format_percent(overhead_ms / client_ms if client_ms else 0)}) for network, HTTP "
+        f"and serialisation"
+    )
+    if client_ms < queue_ms + compute_ms:
+        evidence += (
+            " (the server-side time exceeds the client's mean, so the server counted other "
+            "requests too and the shares are approximate)"
+        )
+    elif abs(n - stats.total.requests) > 0.2 * stats.total.requests:
+        evidence += (
+            f" (the server counted {format_count(n)} model requests against "
+            f"{format_count(stats.total.requests)} client requests, so the shares are approximate)"
+        )
+    recs = {
+        "queue": (
+            "Requests wait longer than they compute: add uvicorn workers or replicas.",
+            "Raise the maximum batch size or shorten the batching window.",
+            "Scale horizontally behind a load balancer.",
+        ),
+        "compute": (
+            "Profile the model's forward pass (torch.profiler).",
+            "Tune the GPU batch size; pre-allocate GPU memory; consider half precision.",
+            "Cache results of repeated inputs.",
+        ),
+        "network/HTTP overhead": (
+            "Keep connections alive and shrink payloads (binary or compressed tensors).",
+            "Use a faster JSON library (orjson) or more uvicorn workers for parsing.",
+            "Check the network path between the load generator and the service.",
+        ),
+    }[main]
+    return Finding(
+        kind="time_breakdown",
+        severity="warning" if main == "queue" else "info",
+        title=f"Most of the response time is {main} ({format_percent(parts[main] / whole)})",
+        evidence=evidence + ".",
+        recommendations=recs,
+        figures={"queue_ms": queue_ms, "compute_ms": compute_ms, "overhead_ms": overhead_ms,
+                 "client_mean_ms": client_ms, "server_requests": n},
+    )  # fmt: skip
+
+
+LOADGEN_CPU_LIMIT = 90.0
+
+
+def _loadgen_finding(cpu_percent: float | None) -> Finding | None:
+    if cpu_percent is None or cpu_percent < LOADGEN_CPU_LIMIT:
+        return None
+    return Finding(
+        kind="loadgen_saturated",
+        severity="critical",
+        title=f"The load generator ran at {cpu_percent:.0f} % CPU: figures are not trustworthy",
+        evidence=(
+            f"The Locust process used {cpu_percent:.0f} % of a CPU on average (limit "
+            f"{LOADGEN_CPU_LIMIT:g} %); a saturated generator delays requests and inflates "
+            "response times."
+        ),
+        recommendations=(
+            "Run more load generator processes (the scenario's `processes` key).",
+            "Lower the users or the request rate, or use a bigger machine for the load.",
+        ),
+        figures={"loadgen_cpu_percent": cpu_percent},
+    )
+
+
+# --- analyze -------------------------------------------------------------------------
+
+
+def analyze(
+    stats: RunStats,
+    history: Sequence[Mapping[str, Any]] = (),
+    *,
+    failures: Iterable[Sample | FailureGroup] = (),
+    server_metrics_before: Mapping[str, float] | None = None,
+    server_metrics_after: Mapping[str, float] | None = None,
+    loadgen_cpu_percent: float | None = None,
+    notes: Sequence[str] = (),
+) -> Analysis:
+    """Grades and findings of one run.
+
+    ``history`` rows carry ``t``, ``users``, ``rps`` (and optionally ``p50``, ``p95``,
+    ``fails``); ``failures`` are failed samples or failure groups; the metrics are
+    ``parse_prometheus_text`` of ``/metrics`` before and after the load.
+    """
+    total = stats.total
+    candidates = [
+        _loadgen_finding(loadgen_cpu_percent),
+        _error_finding(stats, failures),
+        *_high_latency_findings(stats),
+        *_tail_findings(stats),
+        _saturation_finding(history),
+        _time_breakdown(stats, server_metrics_before, server_metrics_after),
+        _dominant_endpoint(stats),
+    ]
+    findings = sorted((f for f in candidates if f), key=lambda f: _SEVERITY_ORDER[f.severity])
+    grades = {e.name: grade(e.p95, e.error_rate) for e in stats.endpoints.values() if e.requests}
+    grades[TOTAL] = grade(total.p95, total.error_rate)
+    p95_ci = total.ci.get("p95")
+    summary = Summary(
+        p50=total.p50, p95=total.p95, p99=total.p99, mean=total.mean, rps=total.rps,
+        error_rate=total.error_rate, requests=total.requests, failures=total.failures,
+        grade=grades[TOTAL], p95_ci=(p95_ci[0], p95_ci[1]) if p95_ci else None,
+    )  # fmt: skip
+    all_notes = list(notes)
+    if not history:
+        all_notes.append("No per-second history: throughput saturation was not analysed.")
+    if server_metrics_after is None:
+        all_notes.append("No server /metrics: queue and compute time were not analysed.")
+    return Analysis(summary, grades, tuple(findings), tuple(all_notes))
+
+
+# --- plain Locust CSV output ---------------------------------------------------------
+
+LOCUST_CSV_NOTE = (
+    "Figures come from Locust's CSV: its percentiles are rounded (bucketed) response "
+    "times, and no confidence interval is known."
+)
+
+
+@dataclass(frozen=True)
+class LocustCsvRun:
+    """Figures and analysis of one ``locust --csv PREFIX`` output set."""
+
+    stats: RunStats
+    history: tuple[Mapping[str, Any], ...]
+    failures: tuple[FailureGroup, ...]
+    analysis: Analysis
+    source: Path
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a CSV file; ``ValueError`` naming the file when columns are missing."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in required if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(
+                f"{path}: not a Locust CSV file: missing column(s) {', '.join(missing)}"
+            )
+        return list(reader)
+
+
+def _endpoint_key(method: str, name: str) -> str:
+    method = method.strip()
+    if not method or name.startswith(method + " "):
+        return name
+    return f"{method} {name}"
+
+
+def _float(row: Mapping[str, str], column: str, path: Path) -> float:
+    value = row.get(column, "")
+    if value in ("", "N/A"):
+        return math.nan
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{path}: column {column!r}: expected a number, got {value!r}") from None
+
+
+def read_locust_stats(path: Path) -> RunStats:
+    """``<prefix>_stats.csv`` -> ``RunStats`` (std unknown: NaN; no confidence intervals)."""
+    rows = _read_csv(
+        path, ("Type", "Name", "Request Count", "Failure Count", "Average Response Time",
+               "Requests/s", "50%", "95%", "99%")
+    )  # fmt: skip
+    entries: dict[str, EndpointStats] = {}
+    total: EndpointStats | None = None
+    for row in rows:
+        is_total = row["Name"] == "Aggregated"
+        name = TOTAL if is_total else _endpoint_key(row["Type"], row["Name"])
+        requests = int(_float(row, "Request Count", path))
+        entry = EndpointStats(
+            name=name,
+            requests=requests,
+            failures=int(_float(row, "Failure Count", path)),
+            rps=_float(row, "Requests/s", path),
+            mean=_float(row, "Average Response Time", path),
+            std=math.nan,
+            min=_float(row, "Min Response Time", path),
+            max=_float(row, "Max Response Time", path),
+            p50=_float(row, "50%", path),
+            p95=_float(row, "95%", path),
+            p99=_float(row, "99%", path),
+            ci={},
+        )
+        if is_total:
+            total = entry
+        else:
+            entries[name] = entry
+    if total is None:
+        raise ValueError(f"{path}: no 'Aggregated' row; is this a Locust *_stats.csv file?")
+    duration = total.requests / total.rps if total.rps > 0 else 0.0
+    return RunStats(endpoints=entries, total=total, duration_s=duration)
+
+
+def read_locust_history(path: Path) -> tuple[dict[str, Any], ...]:
+    """``<prefix>_stats_history.csv`` (the Aggregated rows) -> our history rows.
+
+    Keys: ``t`` (s since the first row), ``users``, ``rps``, ``fails`` (failures/s), ``p50``,
+    ``p95`` (ms; Locust's cumulative percentiles unless run with ``--csv-full-history``).
+    """
+    rows = _read_csv(path, ("Timestamp", "User Count", "Name", "Requests/s", "Failures/s"))
+    out: list[dict[str, Any]] = []
+    start: float | None = None
+    for row in rows:
+        if row["Name"] != "Aggregated":
+            continue
+        ts = _float(row, "Timestamp", path)
+        start = ts if start is None else start
+        out.append({
+            "t": ts - start,
+            "users": _float(row, "User Count", path),
+            "rps": _float(row, "Requests/s", path),
+            "fails": _float(row, "Failures/s", path),
+            "p50": _float(row, "50%", path),
+            "p95": _float(row, "95%", path),
+        })  # fmt: skip
+    return tuple(out)
+
+
+def read_locust_failures(path: Path) -> tuple[FailureGroup, ...]:
+    """``<prefix>_failures.csv`` -> failure groups (the status is read from the error text)."""
+    rows = _read_csv(path, ("Method", "Name", "Error", "Occurrences"))
+    return tuple(
+        FailureGroup(
+            endpoint=_endpoint_key(r["Method"], r["Name"]),
+            error=r["Error"],
+            occurrences=int(_float(r, "Occurrences", path)),
+        )
+        for r in rows
+    )
+
+
+def analyze_locust_csv(
+    stats_csv_path: Path,
+    history_csv_path: Path | None = None,
+    failures_csv_path: Path | None = None,
+) -> LocustCsvRun:
+    """Analyse plain Locust ``--csv`` output; raises ``OSError`` or ``ValueError`` (file named)."""
+    stats = read_locust_stats(stats_csv_path)
+    history = read_locust_history(history_csv_path) if history_csv_path else ()
+    failures = read_locust_failures(failures_csv_path) if failures_csv_path else ()
+    analysis = analyze(stats, history, failures=failures, notes=(LOCUST_CSV_NOTE,))
+    return LocustCsvRun(stats, history, failures, analysis, stats_csv_path)
