@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import json
 import math
 import sys
@@ -26,7 +25,8 @@ from .analysis import (
     format_ms,
     format_percent,
 )
-from .config import ConfigError, load_thresholds, parse_duration
+from .config import ConfigError
+from .options import OPTIONS
 from .report import RESULT_FORMAT, endpoint_table, stats_from_dict, stats_to_dict
 from .stats import TOTAL, RunStats
 
@@ -301,43 +301,10 @@ def _compare(args: argparse.Namespace) -> int:
 # --- run -----------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of users/s, got {text!r}")
-    return value
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text, "--duration")
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1]) from None
-
-
 def _run(args: argparse.Namespace) -> int:
-    if args.scenario != "all":
-        load_thresholds(args.thresholds).scenario(args.scenario)  # ConfigError names the file
-    try:
-        gate = importlib.import_module("pytest_perfgate.gate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "pytest_perfgate.gate":
-            raise
-        raise CliError("perfgate run is not available: pytest_perfgate.gate is missing") from None
-    return int(gate.run_cli(args))
+    from .gate import run_cli  # imports httpx and the runner: only for this command
+
+    return run_cli(args)
 
 
 # --- parser and main -----------------------------------------------------------------
@@ -373,15 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run scenarios outside pytest (health check first)")
     p.add_argument("scenario", help=f"{'|'.join(PRESET_SCENARIOS)} or any name in thresholds.yaml")
-    p.add_argument("--users", type=_positive_int, metavar="N")
-    p.add_argument("--spawn-rate", type=_rate, metavar="R", help="users started per second")
-    p.add_argument(
-        "--duration", type=_duration, metavar="D", help="e.g. 30s, 5m (passed on in seconds)"
-    )
-    p.add_argument("--url", help="a service already running (otherwise thresholds.yaml starts one)")
-    p.add_argument("--thresholds", type=Path, default=Path("thresholds.yaml"), metavar="PATH")
-    p.add_argument("--results-dir", type=Path, default=Path("results/load_tests"), metavar="DIR")
-    p.set_defaults(func=_run)  # fmt: skip
+    # values are checked by options.resolve, as pytest's --perfgate-* flags are
+    for option in OPTIONS:
+        p.add_argument(
+            "--" + option.name.replace("_", "-"), metavar=option.metavar,
+            help=f"{option.help}; env {option.env}",
+        )  # fmt: skip
+    p.set_defaults(func=_run)
     return parser
 
 

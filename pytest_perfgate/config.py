@@ -145,7 +145,9 @@ def _fraction(value: object, where: str) -> float:
         try:
             value = float(value.strip()[:-1]) / 100.0
         except ValueError:
-            raise ConfigError(where, f"expected a fraction such as 0.01 or '1%', got {value!r}")
+            raise ConfigError(
+                where, f"expected a fraction such as 0.01 or '1%', got {value!r}"
+            ) from None
     number = _number(value, where, "a fraction such as 0.01 or '1%'")
     if number > 1:
         raise ConfigError(where, f"expected a fraction between 0 and 1 (0.01 = 1 %), got {value!r}")
@@ -223,6 +225,11 @@ class Scenario:
     min_samples: int = 50
     request_timeout_s: float = 10.0
     processes: int = 1
+    #: open workload: requests per second started on schedule (None: Locust's closed model)
+    arrival_rate: float | None = None
+    #: distributed: wait for this many ``locust --worker`` processes started elsewhere
+    external_workers: int = 0
+    master_bind: str = "127.0.0.1"
     description: str = ""
     source_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -292,7 +299,7 @@ class Thresholds:
 _SCENARIO_KEYS = {
     "description", "users", "spawn_rate", "duration", "wait_time", "warmup", "tasks",
     "locustfile", "user_classes", "shape", "budgets", "endpoints", "min_samples",
-    "request_timeout", "processes",
+    "request_timeout", "processes", "arrival_rate", "external_workers", "master_bind",
 }  # fmt: skip
 _DEFAULT_KEYS = _SCENARIO_KEYS - {"tasks", "description", "locustfile", "user_classes"}
 _TASK_KEYS = {"method", "path", "name", "weight", "json", "json_factory", "headers"}
@@ -456,6 +463,15 @@ def _scenario(
             merged.get("request_timeout", 10), f"{where}.request_timeout"
         ),
         processes=_positive_int(merged.get("processes", 1), f"{where}.processes", "processes"),
+        arrival_rate=(
+            None
+            if merged.get("arrival_rate") is None
+            else _number(merged["arrival_rate"], f"{where}.arrival_rate", "requests per second")
+        ),
+        external_workers=_positive_int(
+            merged.get("external_workers", 0), f"{where}.external_workers", "workers", minimum=0
+        ),
+        master_bind=str(merged.get("master_bind", "127.0.0.1")),
         description=str(merged.get("description", "")),
         source_lines=lines,
     )
@@ -554,7 +570,7 @@ def load_thresholds(path: Path | str) -> Thresholds:
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_LineLoader)
     except ConfigError as exc:
         raise ConfigError(f"{label}: {exc.where}", str(exc).split(": ", 1)[1]) from None
     except yaml.YAMLError as exc:
@@ -576,7 +592,9 @@ def _from_raw(data: dict[str, Any], label: str, path: Path) -> Thresholds:
     defaults = _mapping(clean.get("defaults", {}), f"{label}: defaults", _DEFAULT_KEYS)
     scenarios_raw = clean.get("scenarios")
     if not isinstance(scenarios_raw, Mapping) or not scenarios_raw:
-        raise ConfigError(f"{label}: scenarios", f"expected a mapping of scenarios, got {scenarios_raw!r}")
+        raise ConfigError(
+            f"{label}: scenarios", f"expected a mapping of scenarios, got {scenarios_raw!r}"
+        )
     raw_with_lines = data.get("scenarios", {})
     scenarios: dict[str, Scenario] = {}
     for name, body in scenarios_raw.items():

@@ -9,8 +9,11 @@ module a step::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime as dt
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -18,10 +21,11 @@ from typing import Protocol
 import httpx
 
 from . import analysis, report, runner, sequential, stats, verdict
-from .config import Budget, Scenario, Thresholds
-from .options import Settings
+from .config import Budget, Scenario, Thresholds, load_thresholds
+from .options import OPTIONS, Settings, resolve
+from .service_process import ManagedService, ServiceError
 
-__all__ = ["ExternalService", "Gate", "GateError", "Target"]
+__all__ = ["ExternalService", "Gate", "GateError", "Target", "run_cli"]
 
 
 class GateError(RuntimeError):
@@ -79,10 +83,13 @@ class Gate:
         thresholds: Thresholds,
         settings: Settings,
         target: Callable[[], Target],
+        *,
+        cwd: Path,
     ) -> None:
         self.thresholds = thresholds
         self.settings = settings
         self._target = target
+        self.cwd = cwd  # where json_factory modules and relative locustfiles resolve
 
     def scenario(
         self,
@@ -115,7 +122,7 @@ class Gate:
         target = self._target()
         results_dir = self.settings.results_dir
         results_dir.mkdir(parents=True, exist_ok=True)
-        started = dt.datetime.now(dt.timezone.utc)
+        started = dt.datetime.now(dt.UTC)
         prefix = file_prefix(scenario.name, results_dir, started)
         before = scrape_metrics(target.url)
         stop_rule = (
@@ -127,7 +134,7 @@ class Gate:
         try:
             raw = runner.run_load(
                 scenario, target.url, results_dir, prefix,
-                on_progress=on_progress, should_stop=stop_rule,
+                on_progress=on_progress, should_stop=stop_rule, cwd=self.cwd,
             )  # fmt: skip
         except runner.LoadRunError as exc:
             if exc.partial is None:
@@ -154,17 +161,81 @@ class Gate:
         warmup = min(scenario.warmup_s, raw.duration_s)
         measured = [s for s in raw.samples if s.t >= warmup]
         window = max(raw.duration_s - warmup, 1e-9)
-        run_stats = stats.summarize(measured, window, self.settings.confidence)
+        # latencies under load are correlated in time: widen the intervals for it
+        run_stats = stats.summarize(measured, window, self.settings.confidence, correlated=True)
         judged = verdict.evaluate(
             scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
             min_samples=scenario.min_samples, invalid_reasons=problems,
             inconclusive=self.settings.inconclusive,
         )  # fmt: skip
         found = analysis.analyze(
-            run_stats, raw.history, samples=measured, server_before=before,
-            server_after=after, loadgen_cpu_percent=raw.loadgen_cpu_percent,
+            run_stats, raw.history, failures=measured, server_metrics_before=before,
+            server_metrics_after=after, loadgen_cpu_percent=raw.loadgen_cpu_percent,
         )  # fmt: skip
         return report.ScenarioResult(
             scenario=scenario, raw=raw, stats=run_stats, verdict=judged, analysis=found,
             started_at=started, thresholds=self.thresholds.path,
         )  # fmt: skip
+
+
+# --- perfgate run ----------------------------------------------------------------------
+
+
+def _health_check(target: Target, path: str) -> None:
+    try:
+        response = httpx.get(target.url + path, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise GateError(
+            f"the service at {target.url} failed its health check: {path}: {exc!r}"
+        ) from None
+    if response.status_code != 200:
+        raise GateError(
+            f"the service at {target.url} failed its health check: {path} answered "
+            f"HTTP {response.status_code}"
+        )
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """``perfgate run``: the scenarios outside pytest; 0 pass, 1 a breach, 2 an error."""
+    cwd = Path.cwd()
+    cli = {o.name: getattr(args, o.name, None) for o in OPTIONS}
+    settings = resolve(cli, {}, os.environ, cwd, cli_prefix="--")
+    thresholds = load_thresholds(settings.thresholds)
+    names = list(thresholds.scenarios) if args.scenario == "all" else [args.scenario]
+    scenarios = [thresholds.scenario(n) for n in names]  # an unknown name fails before load
+    url = settings.url or thresholds.service.url
+    service: ManagedService | None = None
+    try:
+        if url:
+            target: Target = ExternalService(url.rstrip("/"), thresholds.service.ready_path)
+        else:
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+            log = settings.results_dir / f"{stamp}_service.log"
+            service = ManagedService(thresholds.service, log, cwd=cwd)
+            service.start()
+            target = service
+        _health_check(target, thresholds.service.ready_path)
+        gate = Gate(thresholds, settings, lambda: target, cwd=cwd)
+        results = []
+        for scenario in scenarios:
+            print(f"perfgate: running {scenario.name} against {target.url}", file=sys.stderr)
+            results.append(gate.run(gate.scenario(scenario.name), on_progress=_stderr_progress()))
+    except (GateError, ServiceError) as exc:
+        print(f"perfgate: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if service is not None:
+            service.stop()
+    for line in report.terminal_table(results):
+        print(line)
+    return 0 if all(r.verdict.passed for r in results) else 1
+
+
+def _stderr_progress() -> Callable[[runner.Progress], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def write(progress: runner.Progress) -> None:
+        print("\r\x1b[2K" + report.progress_line(progress), end="", file=sys.stderr, flush=True)
+
+    return write

@@ -71,6 +71,16 @@ def _level(value: str, where: str) -> float:
     return number
 
 
+def _exit_code(value: str, where: str) -> int:
+    try:
+        code = int(value)
+    except ValueError:
+        raise ConfigError(where, f"expected an exit code 3-125, got {value!r}") from None
+    if not 3 <= code <= 125 or code in (4, 5):  # keep clear of pytest's own codes
+        raise ConfigError(where, f"expected an exit code 3-125 other than 4 and 5, got {value!r}")
+    return code
+
+
 def _text(value: str, where: str) -> str:
     return value
 
@@ -121,6 +131,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("inconclusive", "what an inconclusive budget does to the test: auto (fail only "
            "where the point estimate breaches), fail, warn or pass",
            _choice("auto", "fail", "warn", "pass"), "auto", "POLICY"),
+    Option("breach_exit_code", "exit with this code when the only failures are budget "
+           "breaches (k6 uses 99), so a workflow can tell 'slower' from 'broken'; off by default",
+           _exit_code, None, "CODE"),
 )  # fmt: skip
 
 
@@ -138,6 +151,7 @@ class Settings:
     early_stop: bool
     confidence: float
     inconclusive: str
+    breach_exit_code: int | None
 
 
 def resolve(
@@ -145,13 +159,19 @@ def resolve(
     ini: Mapping[str, str | None],
     env: Mapping[str, str],
     rootdir: Path,
+    *,
+    cli_prefix: str = "--perfgate-",
 ) -> Settings:
-    """Settings from the three sources; ``cli`` and ``ini`` map option names to raw strings."""
+    """Settings from the three sources; ``cli`` and ``ini`` map option names to raw strings.
+
+    ``cli_prefix`` names the flags in errors: ``--perfgate-`` under pytest, ``--`` for
+    ``perfgate run``.
+    """
     values: dict[str, Any] = {}
     explicit: set[str] = set()
     for option in OPTIONS:
-        for source, raw, where in (
-            ("cli", cli.get(option.name), option.cli),
+        for _source, raw, where in (
+            ("cli", cli.get(option.name), cli_prefix + option.name.replace("_", "-")),
             ("env", env.get(option.env), option.env),
             ("ini", ini.get(option.name), f"ini {option.ini}"),
         ):

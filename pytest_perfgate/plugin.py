@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,8 @@ class PerfgateSession:
         self.settings = settings
         self.thresholds = thresholds
         self.results: list[report.ScenarioResult] = []
+        #: failed test node ids -> whether every failure of that test was a budget breach
+        self.failures: dict[str, bool] = {}
         self._service: ManagedService | None = None
         self._service_error: ServiceError | None = None
 
@@ -79,7 +81,7 @@ class PerfgateSession:
         if self._service_error is not None:
             raise self._service_error
         if self._service is None or not self._service.alive():
-            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             log = self.settings.results_dir / f"{stamp}_service.log"
             service = ManagedService(thresholds.service, log, cwd=self.config.rootpath)
             try:
@@ -93,7 +95,9 @@ class PerfgateSession:
     def gate(self) -> Gate:
         from .gate import Gate
 
-        return Gate(self.require_thresholds(), self.settings, self.target)
+        return Gate(
+            self.require_thresholds(), self.settings, self.target, cwd=self.config.rootpath
+        )
 
     def run(
         self, name: str, *, budget: Budget | None = None, **overrides: Any
@@ -360,8 +364,33 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.results:
         return
-    from . import report
+    from . import github, report
 
     terminalreporter.section("perfgate")
     for line in report.terminal_table(session.results):
         terminalreporter.write_line(line)
+    for line in github.publish(session.results, config.rootpath, os.environ):
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        session = item.config.stash[SESSION_KEY]
+        breach = call.excinfo is not None and isinstance(call.excinfo.value, ScenarioFailed)
+        session.failures[item.nodeid] = session.failures.get(item.nodeid, True) and breach
+    return report
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With --perfgate-breach-exit-code, budget breaches alone exit with that code."""
+    state = session.config.stash.get(SESSION_KEY, None)
+    code = state.settings.breach_exit_code if state else None
+    if code is None or state is None or exitstatus != pytest.ExitCode.TESTS_FAILED:
+        return
+    if state.failures and all(state.failures.values()):
+        session.exitstatus = code

@@ -46,7 +46,8 @@ def test_markers_lists_one_marker_per_scenario_and_perf_budget(project: pytest.P
     result.stdout.fnmatch_lines(
         [
             "@pytest.mark.perf_budget(p50_ms=..., p95_ms=..., *",
-            "@pytest.mark.load_light: load scenario 'light' of thresholds.yaml (steady light traffic)",
+            "@pytest.mark.load_light: load scenario 'light' of thresholds.yaml "
+            "(steady light traffic)",
             "@pytest.mark.load_heavy: load scenario 'heavy' of thresholds.yaml (20 users, 60s)",
         ]
     )
