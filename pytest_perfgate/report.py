@@ -317,7 +317,7 @@ def terminal_table(results: Sequence[ScenarioResult]) -> list[str]:
                 f"  budget {_shorten(c.endpoint, _NAME_W):<{_NAME_W}} {budget_text(c):<22} "
                 f"observed {format_observed(c.metric, c.observed):<12} {c.outcome.value}{warn}"
             )
-        lines += [f"  {r.verdict.outcome.value}: {reason}" for reason in r.verdict.reasons]
+        lines += [f"  - {reason}" for reason in r.verdict.reasons]
         for f in [f for f in r.analysis.findings if f.severity != "info"][:3]:
             lines.append(f"  finding ({f.severity}): {_shorten(f.title, 96)}")
     return lines
@@ -395,7 +395,7 @@ def github_summary_markdown(results: Sequence[ScenarioResult], top_findings: int
         for endpoint, checks in by_endpoint.items():  # budgeted endpoints that got no request
             out += [_md_check_row(endpoint, c, "-") for c in checks]
         out.append("")
-        out += [f"- **{r.verdict.outcome.value}**: {_md(reason)}" for reason in r.verdict.reasons]
+        out += [f"- {_md(reason)}" for reason in r.verdict.reasons]
         for f in r.analysis.findings[:top_findings]:
             out.append(f"- **{f.severity}** {_md(f.title)}: {_md(f.evidence)}")
             if f.recommendations:

@@ -308,29 +308,34 @@ class StopRule:
     def __call__(self, samples: Sequence[Sample], elapsed_s: float) -> str | None:
         if len(samples) < self._seen:  # a new run
             self._reset()
-        ms: dict[str, list[float]] = {}
-        ok: dict[str, list[bool]] = {}
-        for s in samples[self._seen :]:
-            if s.t < self.warmup_s:
-                continue
-            ms.setdefault(s.name, []).append(s.ms)
-            ok.setdefault(s.name, []).append(s.ok)
+        new = [s for s in samples[self._seen :] if s.t >= self.warmup_s]
         self._seen = len(samples)
-        for name in ms:
-            self.observe(name, ms[name], ok[name])
+        by_endpoint: dict[str, list[Sample]] = {}
+        for s in new:
+            by_endpoint.setdefault(s.name, []).append(s)
+        for name, group in by_endpoint.items():
+            self._feed(name, [s.ms for s in group], [s.ok for s in group])
+        # the total in arrival order: grouped by endpoint, a mix of fast and slow endpoints
+        # would look like bursts (autocorrelation) and inflate the evidence needed
+        self._feed(TOTAL, [s.ms for s in new], [s.ok for s in new])
+        self.requests += len(new)
         return self.look(elapsed_s)
 
     def observe(self, endpoint: str, ms: Sequence[float], ok: Sequence[bool]) -> None:
         """Add one endpoint's new measured (post-warm-up) requests, in arrival order.
 
-        Requests of several endpoints arriving in the same second may be given endpoint
-        by endpoint; the total's hit order then differs from arrival order only within it.
+        For callers holding plain arrays of one endpoint at a time; the total then sees
+        each endpoint's requests as one group.
         """
         self.requests += len(ms)
-        for stream in (endpoint, TOTAL):
-            self._lags.setdefault(stream, LagOne()).extend(ms)
+        self._feed(endpoint, ms, ok)
+        if endpoint != TOTAL:
+            self._feed(TOTAL, ms, ok)
+
+    def _feed(self, stream: str, ms: Sequence[float], ok: Sequence[bool]) -> None:
+        self._lags.setdefault(stream, LagOne()).extend(ms)
         for m in self.monitors:
-            if m.endpoint in (TOTAL, endpoint):
+            if m.endpoint == stream:
                 m.feed(ms, ok)
 
     def _inflation(self, endpoint: str) -> float:

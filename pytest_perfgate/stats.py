@@ -290,8 +290,12 @@ def samples_needed(
     *,
     q: float | None = None,
     level: float = 0.95,
+    ess_factor: float = 1.0,
 ) -> int | None:
     """About how many samples in total would put ``limit`` outside the interval.
+
+    ``ess_factor`` (from time correlation) scales the order-statistic floor: ``n``
+    correlated samples bound a quantile only as well as ``n / ess_factor`` independent ones.
 
     Assumes the estimate stays where it is and the interval narrows as ``1/sqrt(n)``
     (true for quantile, mean and proportion intervals alike). ``q`` (the quantile) adds
@@ -307,7 +311,8 @@ def samples_needed(
         return None
     floor = n + 1
     if q is not None:
-        floor = max(floor, min_samples_to_bound(q, level, side=side))
+        bound = min_samples_to_bound(q, level, side=side)
+        floor = max(floor, math.ceil(bound * max(ess_factor, 1.0)))
     if not math.isfinite(half):
         return floor
     return max(floor, math.ceil(n * (half / gap) ** 2))

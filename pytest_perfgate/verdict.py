@@ -251,7 +251,7 @@ def _check(
         raise ValueError(f"unknown budget metric {metric!r}")
     more = None
     if outcome is Outcome.INCONCLUSIVE and ci is not None:
-        total = samples_needed(n, observed, ci, limit, q=q, level=level)
+        total = samples_needed(n, observed, ci, limit, q=q, level=level, ess_factor=row.ess_factor)
         more = None if total is None else total - n
     return Check(scenario, endpoint, metric, limit, observed, n, outcome, severity, ci, level,
                  more)  # fmt: skip

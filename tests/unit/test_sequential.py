@@ -253,3 +253,18 @@ def test_a_short_scenario_gets_no_early_pass_before_its_end() -> None:
         budget=Budget(p95_ms=100.0),
     )
     assert make_stop_rule(scenario).min_duration_s == 15.0
+
+
+def test_a_random_mix_of_fast_and_slow_endpoints_is_not_mistaken_for_bursts() -> None:
+    rng = random.Random(7)
+    samples = []
+    for i in range(1200):
+        slow = rng.random() < 0.25
+        name = "POST /predict encoder" if slow else "POST /predict mlp"
+        ms = rng.lognormvariate(math.log(30 if slow else 8), 0.3)
+        samples.append(Sample(t=i / 10, name=name, ms=ms, ok=True, status=200))
+    rule = StopRule(Budget(p95_ms=100), min_duration_s=30)
+    for second in range(1, 121):
+        rule(samples[: second * 10], float(second))
+    # endpoint by endpoint the total would alternate between blocks of 8 ms and 30 ms
+    assert rule._inflation(TOTAL) < 1.5
