@@ -107,13 +107,17 @@ class Budget:
     error_rate: float | None = None
     min_rps: float | None = None
     severity: Severity = "block"
+    #: allowances relative to a baseline, ``{"p95_regression": 0.10}`` (see ``baseline``);
+    #: judged only when a run is compared with a baseline
+    regressions: Mapping[str, float] = field(default_factory=dict)
 
     def limits(self) -> dict[str, float]:
-        """The budgeted metrics and their limits, in a stable order."""
+        """The absolute limits and their values, in a stable order (``regressions`` apart)."""
         return {
             f.name: v
             for f in dataclasses.fields(self)
-            if f.name != "severity" and (v := getattr(self, f.name)) is not None
+            if f.name not in ("severity", "regressions")
+            and (v := getattr(self, f.name)) is not None
         }
 
     def merged(self, other: Budget) -> Budget:
@@ -121,13 +125,16 @@ class Budget:
         changes: dict[str, Any] = dict(other.limits())
         if other.severity != "block":
             changes["severity"] = other.severity
+        if other.regressions:
+            changes["regressions"] = {**self.regressions, **other.regressions}
         return dataclasses.replace(self, **changes)
 
     def __bool__(self) -> bool:
-        return bool(self.limits())
+        return bool(self.limits() or self.regressions)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={v:g}" for k, v in self.limits().items())
+        limits = {**self.limits(), **self.regressions}
+        inner = ", ".join(f"{k}={v:g}" for k, v in limits.items())
         return f"Budget({inner}{', warn' if self.severity == 'warn' else ''})"
 
 
@@ -156,15 +163,22 @@ def _fraction(value: object, where: str) -> float:
 
 def budget_from_mapping(data: object, where: str) -> Budget:
     """Validate a budget mapping (YAML, marker kwargs or ``check(**kw)``) into a ``Budget``."""
+    from .baseline import REGRESSION_HELP, REGRESSION_KEYS, parse_regressions  # imports config
+
     if not isinstance(data, Mapping):
         raise ConfigError(where, f"expected a mapping of budget keys, got {data!r}")
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {
+        "regressions": parse_regressions(
+            {k: v for k, v in data.items() if k in REGRESSION_HELP}, where
+        )
+    }
     for key, value in data.items():
         here = f"{where}.{key}"
+        if key in REGRESSION_HELP:
+            continue
         if key not in BUDGET_HELP:
-            raise ConfigError(
-                here, f"unknown budget key {key!r}; known keys: {', '.join(BUDGET_KEYS)}"
-            )
+            known = ", ".join((*BUDGET_KEYS, *REGRESSION_KEYS))
+            raise ConfigError(here, f"unknown budget key {key!r}; known keys: {known}")
         if key == "severity":
             if value not in ("block", "warn"):
                 raise ConfigError(here, f"expected 'block' or 'warn', got {value!r}")

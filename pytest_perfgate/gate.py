@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from . import analysis, report, runner, sequential, stats, verdict
+from . import analysis, baseline, report, runner, sequential, stats, verdict
 from .config import Budget, Scenario, Thresholds, load_thresholds
 from .options import OPTIONS, Settings, resolve
 from .service_process import ManagedService, ServiceError
@@ -119,6 +119,7 @@ class Gate:
         *,
         on_progress: Callable[[runner.Progress], None] | None = None,
     ) -> report.ScenarioResult:
+        base = self._baseline(scenario)  # read before the run: never the run under test
         target = self._target()
         results_dir = self.settings.results_dir
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ class Gate:
         before = scrape_metrics(target.url)
         stop_rule = (
             sequential.make_stop_rule(scenario, level=self.settings.confidence)
-            if self.settings.early_stop
+            if self.settings.early_stop and base is None  # early stop knows no regressions
             else None
         )
         failure: runner.LoadRunError | None = None
@@ -145,9 +146,57 @@ class Gate:
             problems.append(f"the service at {target.url} died or stopped answering during the run")
         if failure is not None:
             problems.append(f"the load generator failed: {str(failure).splitlines()[0]}")
-        result = self._judge(scenario, raw, problems, before, scrape_metrics(target.url), started)
+        result = self._judge(
+            scenario, raw, problems, before, scrape_metrics(target.url), started, base
+        )
+        result = self._save_baseline(result)  # before write_all, so the files list it
         report.write_all(result, results_dir, prefix)
         return result
+
+    def _baseline(self, scenario: Scenario) -> baseline.Baseline | None:
+        """The baseline to judge ``scenario``'s regression budgets against, if any."""
+        name = self.settings.baseline
+        budgets = (scenario.budget, *scenario.endpoint_budgets.values())
+        if name is None or not any(b.regressions for b in budgets):
+            return None
+        try:
+            return baseline.load_baseline(
+                self.settings.baseline_dir, name, scenario.name, cwd=self.cwd
+            )
+        except baseline.BaselineError as exc:
+            raise GateError(f"{scenario.name}: {exc}") from None
+
+    def _regressions(
+        self, scenario: Scenario, base: baseline.Baseline, measured: list[stats.Sample],
+        run_stats: stats.RunStats,
+    ) -> tuple[verdict.Check, ...]:  # fmt: skip
+        by_endpoint = baseline.samples_by_endpoint(measured)
+        settings = baseline.scenario_settings(scenario)
+        checks: list[verdict.Check] = []
+        for endpoint, b in [(stats.TOTAL, scenario.budget), *scenario.endpoint_budgets.items()]:
+            checks += baseline.compare(
+                base, by_endpoint, run_stats, b.regressions, self.settings.confidence,
+                endpoint=endpoint, severity=b.severity, settings=settings,
+            )  # fmt: skip
+        return tuple(checks)
+
+    def _save_baseline(self, result: report.ScenarioResult) -> report.ScenarioResult:
+        """Store the run as ``--perfgate-save-baseline``, replacing that name; not INVALID runs."""
+        name = self.settings.save_baseline
+        if name is None or result.verdict.outcome is verdict.Outcome.INVALID:
+            return result
+        scenario = result.scenario
+        meta = {
+            "started_at": result.started_at.isoformat(),
+            "settings": baseline.scenario_settings(scenario),
+            "thresholds": str(result.thresholds) if result.thresholds else None,
+            "commit": os.environ.get("GITHUB_SHA"),
+        }
+        path = baseline.save_baseline(
+            self.settings.baseline_dir, name, scenario.name,
+            baseline.samples_by_endpoint(_measured(scenario, result.raw)), result.stats, meta,
+        )  # fmt: skip
+        return dataclasses.replace(result, files={**result.files, "baseline": path})
 
     def _judge(
         self,
@@ -157,16 +206,18 @@ class Gate:
         before: dict[str, float] | None,
         after: dict[str, float] | None,
         started: dt.datetime,
+        base: baseline.Baseline | None = None,
     ) -> report.ScenarioResult:
         warmup = min(scenario.warmup_s, raw.duration_s)
-        measured = [s for s in raw.samples if s.t >= warmup]
+        measured = _measured(scenario, raw)
         window = max(raw.duration_s - warmup, 1e-9)
         # latencies under load are correlated in time: widen the intervals for it
         run_stats = stats.summarize(measured, window, self.settings.confidence, correlated=True)
+        regressions = () if base is None else self._regressions(scenario, base, measured, run_stats)
         judged = verdict.evaluate(
             scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
             min_samples=scenario.min_samples, invalid_reasons=problems,
-            inconclusive=self.settings.inconclusive,
+            inconclusive=self.settings.inconclusive, extra_checks=regressions,
         )  # fmt: skip
         found = analysis.analyze(
             run_stats, raw.history, failures=measured, server_metrics_before=before,
@@ -239,3 +290,9 @@ def _stderr_progress() -> Callable[[runner.Progress], None] | None:
         print("\r\x1b[2K" + report.progress_line(progress), end="", file=sys.stderr, flush=True)
 
     return write
+
+
+def _measured(scenario: Scenario, raw: runner.RawRun) -> list[stats.Sample]:
+    """The samples after the warm-up: what statistics, verdicts and baselines see."""
+    warmup = min(scenario.warmup_s, raw.duration_s)
+    return [s for s in raw.samples if s.t >= warmup]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .baseline import check_name
 from .config import ConfigError, parse_duration
 
 __all__ = ["OPTIONS", "Option", "Settings", "resolve"]
@@ -134,6 +135,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("breach_exit_code", "exit with this code when the only failures are budget "
            "breaches (k6 uses 99), so a workflow can tell 'slower' from 'broken'; off by default",
            _exit_code, None, "CODE"),
+    Option("baseline", "judge each scenario's *_regression budgets against this stored "
+           "baseline: a name saved with --perfgate-save-baseline, or a path to a baseline "
+           "file or folder", _text, None, "NAME"),
+    Option("save_baseline", "store each scenario's measured run as this baseline; a baseline "
+           "of the same name is replaced (that is how a baseline is updated)",
+           check_name, None, "NAME"),
+    Option("baseline_dir", "folder of stored baselines", _text, ".perfgate/baselines", "DIR"),
 )  # fmt: skip
 
 
@@ -152,6 +160,9 @@ class Settings:
     confidence: float
     inconclusive: str
     breach_exit_code: int | None
+    baseline: str | None
+    save_baseline: str | None
+    baseline_dir: Path
 
 
 def resolve(
@@ -186,4 +197,6 @@ def resolve(
     results = Path(values["results_dir"])
     values["thresholds"] = thresholds if thresholds.is_absolute() else rootdir / thresholds
     values["results_dir"] = results if results.is_absolute() else rootdir / results
+    store = Path(values["baseline_dir"])
+    values["baseline_dir"] = store if store.is_absolute() else rootdir / store
     return Settings(thresholds_explicit="thresholds" in explicit, **values)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .baseline import REGRESSION_HELP
 from .config import (
     BUDGET_HELP,
     Budget,
@@ -36,8 +37,8 @@ __all__ = ["PerfgateRunner", "PerfgateSession", "ScenarioFailed"]
 
 SESSION_KEY = pytest.StashKey["PerfgateSession"]()
 PERF_BUDGET_SIGNATURE = "perf_budget({}): budget for every perfgate run this test makes; {}".format(
-    ", ".join(f"{k}=..." for k in BUDGET_HELP),
-    "; ".join(f"{k}: {v}" for k, v in BUDGET_HELP.items()),
+    ", ".join(f"{k}=..." for k in {**BUDGET_HELP, **REGRESSION_HELP}),
+    "; ".join(f"{k}: {v}" for k, v in {**BUDGET_HELP, **REGRESSION_HELP}.items()),
 )
 
 
@@ -325,9 +326,15 @@ class RunResult:
         """Judge this run against ``budget`` (the same keys as thresholds.yaml); fail on breach."""
         from .verdict import evaluate
 
+        parsed = budget_from_mapping(budget, "result.check()")
+        if parsed.regressions:
+            raise pytest.UsageError(
+                f"result.check(): {', '.join(parsed.regressions)} need a baseline; give them in "
+                "thresholds.yaml or @pytest.mark.perf_budget and run with --perfgate-baseline"
+            )
         judged = evaluate(
             self.result.scenario.name,
-            budget_from_mapping(budget, "result.check()"),
+            parsed,
             {},
             self.stats,
             min_samples=self.result.scenario.min_samples,
@@ -369,6 +376,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("perfgate")
     for line in report.terminal_table(session.results):
         terminalreporter.write_line(line)
+    name = session.settings.save_baseline
+    for result in session.results if name else ():
+        saved = result.files.get("baseline")
+        terminalreporter.write_line(
+            f"perfgate: baseline {name!r} of {result.scenario.name} saved to {saved}"
+            if saved
+            else f"perfgate: baseline {name!r} of {result.scenario.name} not saved: invalid run"
+        )
     for line in github.publish(session.results, config.rootpath, os.environ):
         terminalreporter.write_line(line)
 

@@ -63,6 +63,12 @@ _LABELS = {
     "max_ms": "max",
     "error_rate": "error rate",
     "min_rps": "",
+    "p50_regression": "p50 vs baseline",
+    "p95_regression": "p95 vs baseline",
+    "p99_regression": "p99 vs baseline",
+    "avg_regression": "mean vs baseline",
+    "error_rate_regression": "error rate vs baseline",
+    "rps_regression": "throughput vs baseline",
 }
 
 
@@ -347,6 +353,7 @@ def evaluate(
     min_samples: int = 1,
     invalid_reasons: Sequence[str] = (),
     inconclusive: str = "auto",
+    extra_checks: Sequence[Check] = (),
 ) -> Verdict:
     """Compare every budget with its measurement and decide the scenario's outcome.
 
@@ -361,11 +368,12 @@ def evaluate(
             f"got {inconclusive!r}"
         )
     budgets: list[tuple[str, Budget]] = [(TOTAL, budget), *endpoint_budgets.items()]
-    checks = tuple(
+    own = tuple(
         _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity)
         for endpoint, b in budgets
         for metric, limit in b.limits().items()
     )
+    checks = own + tuple(extra_checks)  # baseline.compare's regression checks
     reasons: list[str] = []
     if stats.total.requests < min_samples:
         reasons.append(
@@ -373,7 +381,10 @@ def evaluate(
             f"fewer than min_samples {format_count(min_samples)}"
         )
     reasons += invalid_reasons
-    missing = {c.endpoint for c in checks if c.outcome is Outcome.INVALID and c.blocking}
+    reasons += dict.fromkeys(  # one line per reason, however many checks share it
+        c.reason for c in extra_checks if c.outcome is Outcome.INVALID and c.blocking
+    )
+    missing = {c.endpoint for c in own if c.outcome is Outcome.INVALID and c.blocking}
     if reasons:  # "only 0 samples" already says that the total got nothing
         missing.discard(TOTAL)
     reasons += [f"{endpoint} has a budget but got no request" for endpoint in sorted(missing)]

@@ -156,7 +156,7 @@ def test_parse_duration_reads_the_usual_spellings(text: object, seconds: float) 
 
 @pytest.mark.parametrize("bad", ["", "5 minutes", "-3s", True, [1], "1m-"])
 def test_parse_duration_refuses_everything_else(bad: object) -> None:
-    with pytest.raises(ConfigError, match="^x: "):
+    with pytest.raises(ConfigError, match=r"^x: "):
         parse_duration(bad, "x")
 
 
