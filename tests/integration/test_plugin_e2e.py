@@ -17,9 +17,7 @@ DELAY_SERVER = Path(__file__).with_name("delay_server.py")
 pytestmark = pytest.mark.e2e
 
 
-def thresholds(
-    delay_ms: float, budgets: str, *, endpoints: str = "{}", command: str = ""
-) -> str:
+def thresholds(delay_ms: float, budgets: str, *, endpoints: str = "{}", command: str = "") -> str:
     command = command or f"{{python}} {DELAY_SERVER} --port {{port}} --delay-ms {delay_ms}"
     return textwrap.dedent(
         f"""
@@ -140,3 +138,27 @@ def test_the_plugin_runs_in_a_pytest_process_that_never_imports_locust(
     result = run(pytester, "-m", "load_light")
     result.assert_outcomes(passed=1)
     assert (pytester.path / "heavy-modules.txt").read_text() == ""
+
+
+def test_a_run_slower_than_its_saved_baseline_fails_as_a_regression(
+    pytester: pytest.Pytester,
+) -> None:
+    budgets = "{p95_ms: 400, p95_regression: '10%'}"
+    pytester.makefile(".yaml", thresholds=thresholds(10, budgets))
+    run(pytester, "-m", "load_light", "--perfgate-save-baseline", "main").assert_outcomes(passed=1)
+    assert (pytester.path / ".perfgate" / "baselines" / "main" / "light.json").is_file()
+
+    pytester.makefile(".yaml", thresholds=thresholds(40, budgets))
+    result = run(pytester, "-m", "load_light", "--perfgate-baseline", "main")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*light: Total p95 +* % vs baseline 'main', beyond the allowed +10 %*"]
+    )
+
+
+def test_a_missing_baseline_is_named_before_any_load_runs(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", thresholds=thresholds(10, "{p95_regression: '10%'}"))
+    result = run(pytester, "-m", "load_light", "--perfgate-baseline", "nope")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*baseline 'nope': no such baseline*"])
+    assert not list((pytester.path / "results" / "load_tests").glob("*_light.json"))
