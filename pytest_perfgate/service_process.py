@@ -88,7 +88,11 @@ class ManagedService:
                 raise ServiceError(
                     f"cannot start the service: {shlex.join(argv)}: {exc.strerror or exc}"
                 ) from None
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # Ctrl-C or a surprise while waiting must not orphan it
+            self.stop()
+            raise
         return self.url
 
     def _wait_ready(self) -> None:
