@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .report import ScenarioResult, github_summary_markdown
+from .report import ScenarioResult
 from .stats import TOTAL
 from .verdict import Check, Outcome
 
-__all__ = ["annotations", "in_actions", "publish"]
+__all__ = ["in_actions", "publish", "workflow_commands"]
 
 
 def in_actions(env: Mapping[str, str]) -> bool:
@@ -46,7 +46,7 @@ def _level(check: Check) -> str | None:
     return None
 
 
-def annotations(results: Sequence[ScenarioResult], root: Path) -> list[str]:
+def workflow_commands(results: Sequence[ScenarioResult], root: Path) -> list[str]:
     """One workflow command per breach, warning or invalid run."""
     out: list[str] = []
     for result in results:
@@ -74,12 +74,15 @@ def annotations(results: Sequence[ScenarioResult], root: Path) -> list[str]:
     return out
 
 
-def publish(results: Sequence[ScenarioResult], root: Path, env: Mapping[str, str]) -> list[str]:
-    """Append the summary table to ``$GITHUB_STEP_SUMMARY``; return the annotation lines."""
-    if not in_actions(env) or not results:
+def publish(sections: Sequence[str], commands: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """Append the scenario ``sections`` to ``$GITHUB_STEP_SUMMARY`` under one header.
+
+    Returns the workflow ``commands`` to print, or nothing outside GitHub Actions.
+    """
+    if not in_actions(env) or not sections:
         return []
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:
-            fh.write(github_summary_markdown(results) + "\n")
-    return annotations(results, root)
+            fh.write("## pytest-perfgate\n\n" + "\n".join(sections) + "\n")
+    return list(commands)

@@ -6,8 +6,12 @@ module imports no locust, torch or fastapi (the load runs in a child process).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
+import hashlib
 import os
+import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +23,7 @@ from .config import (
     BUDGET_HELP,
     Budget,
     ConfigError,
+    Scenario,
     Thresholds,
     budget_from_mapping,
     load_thresholds,
@@ -42,12 +47,30 @@ PERF_BUDGET_SIGNATURE = "perf_budget({}): budget for every perfgate run this tes
 )
 
 
-class ScenarioFailed(AssertionError):
-    """A scenario's verdict fails the test; the message is the verdict's failure text."""
+class BudgetExceeded(AssertionError):
+    """A verdict fails the test; the message is the verdict's failure text."""
+
+
+class ScenarioFailed(BudgetExceeded):
+    """A load scenario's verdict fails the test."""
 
     def __init__(self, result: report.ScenarioResult) -> None:
         self.result = result
         super().__init__(result.verdict.failure_text())
+
+
+@contextlib.contextmanager
+def load_lock(rootdir: Path) -> Iterator[None]:
+    """One load run at a time per project: xdist workers (and concurrent sessions) would
+    otherwise measure each other."""
+    key = hashlib.sha256(str(rootdir).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"pytest-perfgate-{key}.lock"
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class PerfgateSession:
@@ -58,6 +81,8 @@ class PerfgateSession:
         self.settings = settings
         self.thresholds = thresholds
         self.results: list[report.ScenarioResult] = []
+        #: each result rendered for the summary: local ones and those of xdist workers
+        self.rendered: list[dict[str, Any]] = []
         #: failed test node ids -> whether every failure of that test was a budget breach
         self.failures: dict[str, bool] = {}
         self._service: ManagedService | None = None
@@ -105,11 +130,23 @@ class PerfgateSession:
     ) -> report.ScenarioResult:
         gate = self.gate()
         scenario = gate.scenario(name, budget=budget, **overrides)
-        result = gate.run(scenario, on_progress=self._progress_writer())
+        with load_lock(self.config.rootpath):  # covers starting the service too
+            result = gate.run(scenario, on_progress=self._progress_writer(scenario))
         self.results.append(result)
+        self.rendered.append(self._render(result))
         return result
 
-    def _progress_writer(self) -> Any:
+    def _render(self, result: report.ScenarioResult) -> dict[str, Any]:
+        """What the summary shows of ``result``; plain data, so xdist can ship it."""
+        from . import github, report
+
+        return {
+            "table": report.terminal_table([result]),
+            "markdown": report.github_summary_markdown([result], header=False),
+            "annotations": github.workflow_commands([result], self.config.rootpath),
+        }
+
+    def _progress_writer(self, scenario: Scenario) -> Any:
         from . import report
 
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -117,9 +154,21 @@ class PerfgateSession:
             return None
 
         def write(progress: Progress) -> None:
-            reporter.rewrite(report.progress_line(progress), erase=True)
+            line = report.progress_line(progress, scenario.duration_s, scenario.name)
+            reporter.rewrite(line, erase=True)
 
         return write
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Remember which failures were budget breaches (on the xdist controller too)."""
+        if report.failed:
+            breach = bool(getattr(report, "perfgate_breach", False))
+            self.failures[report.nodeid] = self.failures.get(report.nodeid, True) and breach
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput = getattr(session.config, "workeroutput", None)
+        if workeroutput is not None:  # an xdist worker: the controller prints the summary
+            workeroutput["perfgate"] = self.rendered
 
     def close(self) -> None:
         if self._service is not None:
@@ -173,7 +222,13 @@ def pytest_configure(config: pytest.Config) -> None:
                 "markers", f"{scenario.marker}: load scenario {scenario.name!r} of "
                 f"{thresholds.path.name} ({what})"
             )  # fmt: skip
-    config.stash[SESSION_KEY] = PerfgateSession(config, settings, thresholds)
+    session = PerfgateSession(config, settings, thresholds)
+    config.stash[SESSION_KEY] = session
+    config.pluginmanager.register(session, "perfgate-session")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(XdistController(session), "perfgate-xdist")
+    if config.pluginmanager.hasplugin("benchmark"):
+        config.pluginmanager.register(BenchmarkBudgets(session), "perfgate-benchmark")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -369,22 +424,17 @@ def perfgate(request: pytest.FixtureRequest) -> PerfgateRunner:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
-    if session is None or not session.results:
+    if session is None or not session.rendered:
         return
-    from . import github, report
+    from . import github
 
     terminalreporter.section("perfgate")
-    for line in report.terminal_table(session.results):
-        terminalreporter.write_line(line)
-    name = session.settings.save_baseline
-    for result in session.results if name else ():
-        saved = result.files.get("baseline")
-        terminalreporter.write_line(
-            f"perfgate: baseline {name!r} of {result.scenario.name} saved to {saved}"
-            if saved
-            else f"perfgate: baseline {name!r} of {result.scenario.name} not saved: invalid run"
-        )
-    for line in github.publish(session.results, config.rootpath, os.environ):
+    for rendered in session.rendered:
+        for line in rendered["table"]:
+            terminalreporter.write_line(line)
+    sections = [r["markdown"] for r in session.rendered]
+    commands = [c for r in session.rendered for c in r["annotations"]]
+    for line in github.publish(sections, commands, os.environ):
         terminalreporter.write_line(line)
 
 
@@ -394,10 +444,12 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed:
-        session = item.config.stash[SESSION_KEY]
-        breach = call.excinfo is not None and isinstance(call.excinfo.value, ScenarioFailed)
-        session.failures[item.nodeid] = session.failures.get(item.nodeid, True) and breach
+        # an attribute, not a user property: xdist ships it to the controller, JUnit ignores it
+        excinfo = call.excinfo
+        breach = excinfo is not None and isinstance(excinfo.value, BudgetExceeded)
+        setattr(report, "perfgate_breach", breach)  # noqa: B010 - not a TestReport field
     return report
+
 
 
 @pytest.hookimpl(trylast=True)
@@ -409,3 +461,48 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if state.failures and all(state.failures.values()):
         session.exitstatus = code
+
+
+# --- optional plugins -------------------------------------------------------------------
+
+
+class XdistController:
+    """On the xdist controller: collects what each worker rendered (registered with xdist)."""
+
+    def __init__(self, session: PerfgateSession) -> None:
+        self.session = session
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        self.session.rendered.extend(output.get("perfgate", []))
+
+
+class BudgetVerdictError(BudgetExceeded):
+    """A ``perf_budget`` on a pytest-benchmark test was exceeded."""
+
+
+class BenchmarkBudgets:
+    """``perf_budget`` on tests using pytest-benchmark's ``benchmark`` fixture: judged on its
+    raw timings with the load tests' statistics (registered only with pytest-benchmark)."""
+
+    def __init__(self, session: PerfgateSession) -> None:
+        self.session = session
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        yield
+        budget = marker_budget(item)
+        fixture = getattr(item, "funcargs", {}).get("benchmark")
+        stats = getattr(fixture, "stats", None)
+        if budget is None or stats is None:  # no budget, or the benchmark did not run
+            return
+        from .bench import judge
+
+        settings = self.session.settings
+        verdict = judge(
+            item.name, stats.stats.data, budget,
+            level=settings.confidence, inconclusive=settings.inconclusive,
+        )  # fmt: skip
+        item.user_properties.append((f"perfgate.{item.name}.verdict", verdict.outcome.value))
+        if not verdict.passed:
+            raise BudgetVerdictError(verdict.failure_text())

@@ -363,9 +363,14 @@ def _md_check_row(endpoint: str, c: Check, grade: str) -> str:
     )
 
 
-def github_summary_markdown(results: Sequence[ScenarioResult], top_findings: int = 3) -> str:
-    """Markdown for ``$GITHUB_STEP_SUMMARY``: per scenario a budget table and top findings."""
-    out: list[str] = ["## pytest-perfgate", ""]
+def github_summary_markdown(
+    results: Sequence[ScenarioResult], top_findings: int = 3, *, header: bool = True
+) -> str:
+    """Markdown for ``$GITHUB_STEP_SUMMARY``: per scenario a budget table and top findings.
+
+    ``header=False`` gives the scenario sections alone, to be joined under one header.
+    """
+    out: list[str] = ["## pytest-perfgate", ""] if header else []
     for r in results:
         summary = r.analysis.summary
         out += [

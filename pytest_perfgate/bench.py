@@ -1,0 +1,34 @@
+"""pytest-benchmark timings -> the same statistics and verdict as a load test.
+
+Pure: no pytest, no pytest-benchmark import. ``judge`` takes the raw per-iteration
+timings that pytest-benchmark keeps (``benchmark.stats.stats.data``, in seconds) and a
+``perf_budget``; percentiles come from those timings, not from its summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .config import Budget
+from .stats import Sample, summarize
+from .verdict import Verdict, evaluate
+
+__all__ = ["judge"]
+
+
+def judge(
+    name: str,
+    timings_s: Sequence[float],
+    budget: Budget,
+    *,
+    level: float = 0.95,
+    inconclusive: str = "auto",
+) -> Verdict:
+    """The verdict of ``budget`` on the benchmark ``name`` whose rounds took ``timings_s``."""
+    samples = [
+        Sample(t=float(i), name=name, ms=seconds * 1000.0, ok=True, status=0)
+        for i, seconds in enumerate(timings_s)
+    ]
+    # throughput of a benchmark is rounds per second of measured time
+    stats = summarize(samples, max(sum(timings_s), 1e-12), level)
+    return evaluate(name, budget, {}, stats, min_samples=1, inconclusive=inconclusive)
