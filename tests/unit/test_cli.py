@@ -265,7 +265,8 @@ def test_run_hands_its_parsed_arguments_to_the_gate(
     assert main(argv) == 3
     (args,) = seen
     # raw strings: options.resolve checks them, as it does pytest's --perfgate-* flags
-    assert (args.scenario, args.users, args.spawn_rate, args.duration) == ("light", "4", "2", "1m30s")
+    got = (args.scenario, args.users, args.spawn_rate, args.duration)
+    assert got == ("light", "4", "2", "1m30s")
     assert (args.url, args.results_dir) == ("http://127.0.0.1:9", str(tmp_path))
 
 
