@@ -89,6 +89,8 @@ BUDGET_HELP: Mapping[str, str] = {
     "max_ms": "slowest response must stay below this many milliseconds",
     "error_rate": "share of failed requests must stay below this fraction (0.01 = 1 %)",
     "min_rps": "throughput must reach at least this many requests per second",
+    "gpu_mem_mb": "peak GPU memory used during the run must stay below this many MB",
+    "gpu_util_min": "mean GPU utilisation during the run must reach this many percent",
     "severity": "'block' fails the test on a breach, 'warn' only reports it",
 }
 BUDGET_KEYS = tuple(BUDGET_HELP)
@@ -106,6 +108,8 @@ class Budget:
     max_ms: float | None = None
     error_rate: float | None = None
     min_rps: float | None = None
+    gpu_mem_mb: float | None = None
+    gpu_util_min: float | None = None
     severity: Severity = "block"
     #: allowances relative to a baseline, ``{"p95_regression": 0.10}`` (see ``baseline``);
     #: judged only when a run is compared with a baseline
@@ -187,6 +191,10 @@ def budget_from_mapping(data: object, where: str) -> Budget:
             values["error_rate"] = _fraction(value, here)
         elif key == "min_rps":
             values["min_rps"] = _number(value, here, "a number of requests per second")
+        elif key == "gpu_mem_mb":
+            values["gpu_mem_mb"] = _number(value, here, "a number of megabytes")
+        elif key == "gpu_util_min":
+            values["gpu_util_min"] = _number(value, here, "a utilisation in percent")
         else:
             name = "avg_ms" if key == "mean_ms" else key
             if name in values:
@@ -423,6 +431,11 @@ def _scenario(
         str(ep): budget_from_mapping(b, f"{where}.endpoints.{ep}")
         for ep, b in endpoints_raw.items()
     }
+    for ep, b in endpoint_budgets.items():
+        if b.gpu_mem_mb is not None or b.gpu_util_min is not None:
+            raise ConfigError(
+                f"{where}.endpoints.{ep}", "GPU budgets apply to the whole run: put them in budgets"
+            )
     tasks_raw = merged.get("tasks", [])
     if not isinstance(tasks_raw, list):
         raise ConfigError(f"{where}.tasks", f"expected a list of tasks, got {tasks_raw!r}")

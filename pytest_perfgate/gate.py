@@ -20,7 +20,7 @@ from typing import Protocol
 
 import httpx
 
-from . import analysis, baseline, report, runner, sequential, stats, verdict
+from . import analysis, baseline, report, runner, sequential, stats, telemetry, verdict
 from .config import Budget, Scenario, Thresholds, load_thresholds
 from .options import OPTIONS, Settings, resolve
 from .service_process import ManagedService, ServiceError
@@ -132,6 +132,7 @@ class Gate:
             else None
         )
         failure: runner.LoadRunError | None = None
+        sampler = telemetry.GpuSampler(target.url).start()
         try:
             raw = runner.run_load(
                 scenario, target.url, results_dir, prefix,
@@ -141,13 +142,15 @@ class Gate:
             if exc.partial is None:
                 raise GateError(f"{scenario.name}: {exc}") from None
             failure, raw = exc, exc.partial
+        finally:
+            gpu = sampler.stop()
         problems = list(raw.problems)
         if not target.alive():
             problems.append(f"the service at {target.url} died or stopped answering during the run")
         if failure is not None:
             problems.append(f"the load generator failed: {str(failure).splitlines()[0]}")
         result = self._judge(
-            scenario, raw, problems, before, scrape_metrics(target.url), started, base
+            scenario, raw, problems, before, scrape_metrics(target.url), started, base, gpu
         )
         result = self._save_baseline(result)  # before write_all, so the files list it
         report.write_all(result, results_dir, prefix)
@@ -207,6 +210,7 @@ class Gate:
         after: dict[str, float] | None,
         started: dt.datetime,
         base: baseline.Baseline | None = None,
+        gpu: telemetry.GpuTelemetry | None = None,
     ) -> report.ScenarioResult:
         warmup = min(scenario.warmup_s, raw.duration_s)
         measured = _measured(scenario, raw)
@@ -218,6 +222,7 @@ class Gate:
             scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
             min_samples=scenario.min_samples, invalid_reasons=problems,
             inconclusive=self.settings.inconclusive, extra_checks=regressions,
+            resources=gpu.figures() if gpu else None,
         )  # fmt: skip
         found = analysis.analyze(
             run_stats, raw.history, failures=measured, server_metrics_before=before,
@@ -225,7 +230,7 @@ class Gate:
         )  # fmt: skip
         return report.ScenarioResult(
             scenario=scenario, raw=raw, stats=run_stats, verdict=judged, analysis=found,
-            started_at=started, thresholds=self.thresholds.path,
+            started_at=started, thresholds=self.thresholds.path, gpu=gpu,
         )  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from .analysis import Analysis, format_count, format_ms, format_percent
 from .config import Scenario
 from .runner import Progress, RawRun
 from .stats import TOTAL, EndpointStats, RunStats
+from .telemetry import GpuTelemetry
 from .verdict import Check, Outcome, Verdict
 
 __all__ = [
@@ -56,6 +57,7 @@ class ScenarioResult:
     started_at: datetime
     files: Mapping[str, Path] = field(default_factory=dict)  # extra files beside raw.files
     thresholds: Path | None = None  # the thresholds file the scenario came from
+    gpu: GpuTelemetry | None = None  # None: not sampled; .source None: no GPU figures
 
     def __repr__(self) -> str:
         return f"ScenarioResult({self.scenario.name!r}, {self.verdict.outcome.value})"
@@ -183,6 +185,8 @@ def result_to_dict(
         "stop_reason": raw.stop_reason,
         "loadgen_cpu_percent": raw.loadgen_cpu_percent,
         "problems": list(raw.problems),
+        # absent, not zero, where no GPU figures could be read
+        "gpu": result.gpu.to_dict() if result.gpu else {"source": None},
         "statistics": stats_to_dict(result.stats),
         "budgets": [_check_dict(c) for c in v.checks],
         "verdict": {"outcome": v.outcome.value, "passed": v.passed, "reasons": list(v.reasons)},

@@ -63,6 +63,8 @@ _LABELS = {
     "max_ms": "max",
     "error_rate": "error rate",
     "min_rps": "",
+    "gpu_mem_mb": "GPU memory",
+    "gpu_util_min": "GPU utilisation",
     "p50_regression": "p50 vs baseline",
     "p95_regression": "p95 vs baseline",
     "p99_regression": "p99 vs baseline",
@@ -127,6 +129,9 @@ def _format_level(level: float) -> str:
 # --- checks --------------------------------------------------------------------------
 
 
+_AT_LEAST = ("min_rps", "gpu_util_min")  # budgets that are floors, not ceilings
+
+
 @dataclass(frozen=True)
 class Check:
     """One budgeted metric of one endpoint compared with its measurement."""
@@ -153,7 +158,7 @@ class Check:
         """Whether the point estimate alone breaches the limit (``auto`` policy's rule)."""
         if self.observed is None:
             return False
-        if self.metric == "min_rps":
+        if self.metric in _AT_LEAST:
             return self.observed < self.limit
         return self.observed > self.limit
 
@@ -181,10 +186,14 @@ class Check:
             return f"{_format_percent(value)} %"
         if self.metric == "min_rps":
             return f"{_format_rps(value)} req/s"
+        if self.metric == "gpu_mem_mb":
+            return f"{format_count(round(value))} MB"
+        if self.metric == "gpu_util_min":
+            return f"{value:.0f} %"
         return f"{format_ms(value)} ms"
 
     def _relation(self) -> str:
-        if self.metric == "min_rps":
+        if self.metric in _AT_LEAST:
             return "<" if self.outcome is Outcome.FAIL else ">="
         return ">" if self.outcome is Outcome.FAIL else "<="
 
@@ -219,11 +228,27 @@ def _interval_outcome(ci: tuple[float, float], limit: float) -> Outcome:
     return Outcome.INCONCLUSIVE
 
 
+def _resource_check(
+    scenario: str, metric: str, limit: float, observed: float | None, n: int, severity: str
+) -> Check:
+    """GPU figures: a point comparison; absent figures (no GPU) make the check INVALID."""
+    if observed is None:
+        reason = "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none"
+        return Check(scenario, TOTAL, metric, limit, None, 0, Outcome.INVALID, severity,
+                     reason=reason)  # fmt: skip
+    breach = observed < limit if metric in _AT_LEAST else observed > limit
+    return Check(scenario, TOTAL, metric, limit, observed, n,
+                 Outcome.FAIL if breach else Outcome.PASS, severity)  # fmt: skip
+
+
 def _check(
     scenario: str, endpoint: str, metric: str, limit: float, row: EndpointStats | None,
-    severity: str,
+    severity: str, resources: Mapping[str, float | None],
 ) -> Check:  # fmt: skip
     """Judge one budgeted metric of one row (see the module docstring for the rules)."""
+    if metric in ("gpu_mem_mb", "gpu_util_min"):
+        n = row.requests if row is not None else 0
+        return _resource_check(scenario, metric, limit, resources.get(metric), n, severity)
     if row is None or row.requests == 0:
         reason = "no request was made" if endpoint == TOTAL else "the endpoint got no request"
         return Check(scenario, endpoint, metric, limit, None, 0, Outcome.INVALID, severity,
@@ -354,13 +379,15 @@ def evaluate(
     invalid_reasons: Sequence[str] = (),
     inconclusive: str = "auto",
     extra_checks: Sequence[Check] = (),
+    resources: Mapping[str, float | None] | None = None,
 ) -> Verdict:
     """Compare every budget with its measurement and decide the scenario's outcome.
 
     ``inconclusive`` is what an INCONCLUSIVE scenario does to the test: ``"fail"``,
     ``"warn"`` (pass, and say so), ``"pass"``, or ``"auto"`` (fail only where the point
     estimate breaches the budget). Each undecided check also becomes a note in
-    ``reasons`` saying about how many more samples would decide it.
+    ``reasons`` saying about how many more samples would decide it. ``resources`` holds
+    the observed GPU figures by budget key (``None``: absent, so such a budget is INVALID).
     """
     if inconclusive not in INCONCLUSIVE_POLICIES:
         raise ValueError(
@@ -368,8 +395,9 @@ def evaluate(
             f"got {inconclusive!r}"
         )
     budgets: list[tuple[str, Budget]] = [(TOTAL, budget), *endpoint_budgets.items()]
+    row_resources = resources or {}
     own = tuple(
-        _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity)
+        _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity, row_resources)
         for endpoint, b in budgets
         for metric, limit in b.limits().items()
     )
@@ -384,7 +412,14 @@ def evaluate(
     reasons += dict.fromkeys(  # one line per reason, however many checks share it
         c.reason for c in extra_checks if c.outcome is Outcome.INVALID and c.blocking
     )
-    missing = {c.endpoint for c in own if c.outcome is Outcome.INVALID and c.blocking}
+    reasons += dict.fromkeys(
+        c.reason for c in own if c.metric.startswith("gpu_") and c.outcome is Outcome.INVALID
+        and c.blocking
+    )  # fmt: skip
+    missing = {
+        c.endpoint for c in own
+        if c.outcome is Outcome.INVALID and c.blocking and not c.metric.startswith("gpu_")
+    }  # fmt: skip
     if reasons:  # "only 0 samples" already says that the total got nothing
         missing.discard(TOTAL)
     reasons += [f"{endpoint} has a budget but got no request" for endpoint in sorted(missing)]
