@@ -1,0 +1,95 @@
+"""The service's settings: one frozen value, checked once, passed to every worker.
+
+Standard library only: the launcher reads these before it decides whether to import torch.
+Uvicorn workers are separate processes started by import string, so the launcher hands the
+settings to them as JSON in the environment variable ``SETTINGS_ENV``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["DEVICES", "DTYPES", "SETTINGS_ENV", "Settings"]
+
+SETTINGS_ENV = "PERFGATE_SERVICE_SETTINGS"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs to serve; the CLI flag of each field is in ``__main__``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "auto"
+    dtype: str = "float32"  # of weights; bfloat16 pays off on GPUs and CPUs with AMX
+    models: tuple[str, ...] = ("mlp", "encoder")  # loaded (and warmed up) at start-up
+    workers: int = 1
+    max_batch_size: int = 32  # examples per forward pass
+    max_queue_delay_ms: float = 5.0  # how long the first example waits for a batch to fill
+    max_queue: int = 256  # examples waiting per model before requests are turned away
+    request_timeout_s: float = 10.0
+    max_body_bytes: int = 1_048_576
+    max_examples: int = 64  # per request
+    weights: tuple[tuple[str, str], ...] = ()  # (model name, local state-dict path)
+    torch_threads: int = 0  # 0: a worker's share of the CPUs, less one for its event loop
+    warmup: bool = True
+    log_level: str = "info"
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        for name in (
+            "port",
+            "workers",
+            "max_batch_size",
+            "max_queue",
+            "max_body_bytes",
+            "max_examples",
+        ):
+            _require(name, getattr(self, name), minimum=1)
+        _require("max_queue_delay_ms", self.max_queue_delay_ms, minimum=0)
+        _require("request_timeout_s", self.request_timeout_s, minimum=0, strict=True)
+        _require("torch_threads", self.torch_threads, minimum=0)
+        if self.device not in DEVICES:
+            raise ValueError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
+
+    def weights_for(self, model: str) -> str | None:
+        return dict(self.weights).get(model)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        raw: dict[str, Any] = json.loads(text)
+        known = {field.name for field in fields(cls)}
+        if unknown := sorted(set(raw) - known):
+            raise ValueError(f"{SETTINGS_ENV}: unknown settings {', '.join(unknown)}")
+        # JSON has no tuples; the dataclass stays hashable and immutable with them.
+        raw["models"] = tuple(raw.get("models", cls.models))
+        raw["weights"] = tuple((str(name), str(path)) for name, path in raw.get("weights", ()))
+        return cls(**raw)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        text = os.environ.get(SETTINGS_ENV)
+        return cls() if text is None else cls.from_json(text)
+
+
+def _require(name: str, value: float, *, minimum: float, strict: bool = False) -> None:
+    # bool is an int; a True port or worker count is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise ValueError(f"{name}: expected a value {bound}, got {value!r}")
