@@ -127,6 +127,10 @@ OPTIONS: tuple[Option, ...] = (
            _bool, "true", "BOOL"),
     Option("early_stop", "end a run as soon as every blocking budget is decided",
            _bool, "true", "BOOL"),
+    Option("min_duration", "measured time an early PASS needs at least (slow drifts, pauses)",
+           _duration, "30s", "DURATION"),
+    Option("abort_window", "how long a clear breach must hold before it ends the run as FAIL",
+           _duration, "10s", "DURATION"),
     Option("confidence", "confidence level of every interval, e.g. 0.95",
            _level, "0.95", "LEVEL"),
     Option("inconclusive", "what an inconclusive budget does to the test: auto (fail only "
@@ -157,6 +161,8 @@ class Settings:
     processes: int | None
     collect: bool
     early_stop: bool
+    min_duration: float
+    abort_window: float
     confidence: float
     inconclusive: str
     breach_exit_code: int | None
