@@ -126,15 +126,14 @@ class Gate:
         started = dt.datetime.now(dt.UTC)
         prefix = file_prefix(scenario.name, results_dir, started)
         before = scrape_metrics(target.url)
-        stop_rule = (
-            sequential.make_stop_rule(
-                scenario, level=self.settings.confidence,
+        stop_rule = None
+        if self.settings.early_stop and base is None:  # early stop knows no regressions
+            stop_rule = sequential.make_stop_rule(
+                scenario,
+                level=self.settings.confidence,
                 min_duration_s=self.settings.min_duration,
                 abort_window_s=self.settings.abort_window,
-            )  # fmt: skip
-            if self.settings.early_stop and base is None  # early stop knows no regressions
-            else None
-        )
+            )
         failure: runner.LoadRunError | None = None
         sampler = telemetry.GpuSampler(target.url).start()
         try:
