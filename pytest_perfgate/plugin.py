@@ -490,6 +490,7 @@ class BenchmarkBudgets:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        __tracebackhide__ = True  # the breach lines are the whole story
         yield
         budget = marker_budget(item)
         fixture = getattr(item, "funcargs", {}).get("benchmark")

@@ -25,7 +25,7 @@ def examples(name: str, n: int) -> list[list[float]] | list[list[int]]:
     return [[rng.randrange(30522) for _ in range(32)] for _ in range(n)]
 
 
-@pytest.mark.perf_budget(p95_ms=50, max_ms=500)
+@pytest.mark.perf_budget(p95_ms=200, max_ms=1000)
 def test_the_mlp_forward_pass_of_a_batch_of_32_stays_fast(benchmark: Any) -> None:
     spec = get_spec("mlp")
     module = build_model(spec, CPU)
