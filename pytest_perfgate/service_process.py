@@ -134,6 +134,8 @@ class ManagedService:
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
+                # a stopped (SIGSTOP, debugger) process keeps SIGTERM pending until resumed
+                os.killpg(proc.pid, signal.SIGCONT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(grace_s)
         # the leader may be gone while workers of its group live on
