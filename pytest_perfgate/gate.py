@@ -54,10 +54,19 @@ class ExternalService:
             return False
 
 
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers at all within 2 s (a hung service is alive but mute)."""
+    try:
+        httpx.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
 def scrape_metrics(url: str) -> dict[str, float] | None:
     """The service's Prometheus figures, or None where it has no ``/metrics``."""
     try:
-        response = httpx.get(url + "/metrics", timeout=5.0)
+        response = httpx.get(url + "/metrics", timeout=2.0)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -143,12 +152,12 @@ class Gate:
             )  # fmt: skip
         except runner.LoadRunError as exc:
             if exc.partial is None:
-                raise GateError(f"{scenario.name}: {exc}") from None
+                raise GateError(str(exc)) from None  # the message names the scenario
             failure, raw = exc, exc.partial
         finally:
             gpu = sampler.stop()
         problems = list(raw.problems)
-        if not target.alive():
+        if not target.alive() or not _answers(target.url + self.thresholds.service.ready_path):
             problems.append(f"the service at {target.url} died or stopped answering during the run")
         if failure is not None:
             problems.append(f"the load generator failed: {str(failure).splitlines()[0]}")

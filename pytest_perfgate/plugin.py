@@ -11,7 +11,9 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +89,7 @@ class PerfgateSession:
         self.failures: dict[str, bool] = {}
         self._service: ManagedService | None = None
         self._service_error: ServiceError | None = None
+        self.previous_sigterm: Any = None
 
     def require_thresholds(self) -> Thresholds:
         if self.thresholds is None:
@@ -107,6 +110,8 @@ class PerfgateSession:
         if self._service_error is not None:
             raise self._service_error
         if self._service is None or not self._service.alive():
+            if self._service is not None:  # it died: its process group may live on
+                self._service.stop()
             stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
             log = self.settings.results_dir / f"{stamp}_service.log"
             service = ManagedService(thresholds.service, log, cwd=self.config.rootpath)
@@ -224,6 +229,10 @@ def pytest_configure(config: pytest.Config) -> None:
             )  # fmt: skip
     session = PerfgateSession(config, settings, thresholds)
     config.stash[SESSION_KEY] = session
+    if threading.current_thread() is threading.main_thread():
+        # CI cancels a job with SIGTERM: unwind as on Ctrl-C, so the service (in its own
+        # session) and the Locust child are stopped instead of orphaned
+        session.previous_sigterm = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     config.pluginmanager.register(session, "perfgate-session")
     if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistController(session), "perfgate-xdist")
@@ -231,10 +240,16 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(BenchmarkBudgets(session), "perfgate-benchmark")
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
     if session is not None:
         session.close()
+        if session.previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, session.previous_sigterm)
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

@@ -206,12 +206,6 @@ def test_a_later_run_gets_a_restarted_service(perfgate):
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="plugin.py PerfgateSession.target() replaces a dead service without stop(): the "
-    "crashed service's process group (its workers) is never ended",
-)
 def test_a_service_restarted_after_a_crash_leaves_no_worker_of_the_crashed_one(
     pytester: pytest.Pytester, watch: ProcessWatch
 ) -> None:
@@ -225,13 +219,6 @@ def test_a_service_restarted_after_a_crash_leaves_no_worker_of_the_crashed_one(
     watch.assert_none_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gate.py asks a started service only whether its process lives (alive()), not "
-    "whether it answers: a hang after a healthy second costs a closed-model run 1 timeout "
-    "per user per request_timeout, too few to breach a budget, and the verdict passes",
-)
 def test_a_service_that_hangs_in_the_middle_of_a_run_is_never_a_pass(
     pytester: pytest.Pytester, watch: ProcessWatch
 ) -> None:
@@ -308,12 +295,6 @@ def test_a_locustfile_that_fails_to_import_fails_the_test_naming_file_and_error(
     watch.assert_none_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="gate.py wraps runner.LoadRunError as GateError(f'{scenario.name}: {exc}'), and "
-    "the runner's message already starts with the name: 'light: light: the load generator'",
-)
 def test_a_load_generator_failure_names_its_scenario_once(
     pytester: pytest.Pytester, watch: ProcessWatch
 ) -> None:
@@ -415,12 +396,6 @@ def test_an_interrupted_run_exits_promptly_keeping_its_logs_and_leaving_no_proce
     watch.assert_none_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="plugin.py installs no SIGTERM handler: pytest dies at once and the service, in "
-    "a session of its own, runs on",
-)
 def test_a_terminated_run_leaves_no_service_behind(
     pytester: pytest.Pytester, watch: ProcessWatch
 ) -> None:
