@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pytest_perfgate.config import BUDGET_KEYS, _SCENARIO_KEYS, _SERVICE_KEYS, _TASK_KEYS
+from pytest_perfgate.config import _SCENARIO_KEYS, _SERVICE_KEYS, _TASK_KEYS, BUDGET_KEYS
 from pytest_perfgate.options import OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
