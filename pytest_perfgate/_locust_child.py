@@ -1,12 +1,14 @@
 """The load generator: runs Locust for one scenario and streams every request to the parent.
 
-RUNS IN A CHILD PROCESS ONLY (``python -m pytest_perfgate._locust_child``). Importing this
-module imports locust, which monkey-patches the whole process with gevent: the pytest
-process and everything it imports must never import it; ``runner.py`` starts it instead.
+RUNS IN A CHILD PROCESS ONLY (``python -m pytest_perfgate._locust_child``), or inside a
+``locust --worker`` process through a generated locustfile. Importing this module imports
+locust, which monkey-patches the whole process with gevent: the pytest process and
+everything it imports must never import it; ``runner.py`` starts it instead.
 
-Protocol (one JSON object a line):
+Protocol with the parent (one JSON object a line):
 
-- stdin, first line: the spec ``runner._child_spec`` writes (scenario, host, CSV base path).
+- stdin, first line: the spec ``runner.child_spec`` writes (scenario, host, CSV base path,
+  ``distributed`` settings or null).
 - stdin, later lines: ``stop <reason>`` ends the run early; end of file (the parent died or
   closed the pipe) ends it too, as do SIGTERM and SIGINT. Every end is graceful: users stop,
   requests in flight finish (up to ``stop_timeout_s``) and are recorded, CSVs are written.
@@ -14,7 +16,27 @@ Protocol (one JSON object a line):
   ``{"type": "samples", "rows": [[t, name, ms, ok, status, error], ...]}`` and
   ``{"type": "progress", "t": s, "users": n, "cpu_percent": p}``; ``{"type": "error",
   "message": m, "fatal": b}`` when something goes wrong; last ``{"type": "done",
-  "duration_s": s, "cpu_percent": p, "stop_reason": r}``. Exit code 2 after a fatal error.
+  "duration_s": s, "cpu_percent": p, "stop_reason": r, "late_requests": n,
+  "dropped_requests": n, "requests_per_worker": {worker id: n}}``. Exit code 2 after a
+  fatal error.
+
+Two ways to make load:
+
+- closed model (Locust's own): ``users`` users, each waiting ``wait_time`` between requests.
+- open model (``arrival_rate`` set): request k is due at ``start + k / rate``. Each of the
+  ``users`` Locust users is one slot of the pool: its ``wait_time`` takes the next due time
+  and sleeps until it, so at most ``users`` requests are in flight and a stop cancels the
+  waits. A request's time runs from its due time, not from its send, so a stalled server
+  cannot hide behind coordinated omission. One started more than an interval late counts as
+  late; one that found no free slot within the request timeout is dropped (not sent).
+
+Distributed (``distributed`` in the spec): the child is Locust's MasterRunner; it writes a
+worker locustfile (``worker_user_classes`` builds the same user classes from the spec),
+starts the local workers (``locust --worker``, in its own process group, so they end with
+it) and waits for the external ones, then sends them its start time (``perfgate_start``)
+and starts the load. Each worker sends its requests, at full precision and timed from that
+start, to the master in ``perfgate_samples`` custom messages (with its open-model counts,
+CPU and pid); the master forwards them as above and counts them by worker.
 
 The child judges nothing: it measures and reports; the parent decides.
 """
@@ -26,31 +48,46 @@ from gevent import monkey
 
 monkey.patch_all()  # what `import locust` does anyway; explicit, and first
 
+import copy
 import importlib
 import json
 import logging
+import math
 import os
+import random
 import signal
+import socket
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 import gevent
 import gevent.event
 import psutil
 from gevent.fileobject import FileObjectPosix
-from locust import FastHttpUser, LoadTestShape, between, constant
+from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.log import setup_logging
-from locust.runners import STATE_STOPPED
+from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
 logger = logging.getLogger("pytest_perfgate.loadgen")
 
 Row = list[Any]  # [t, name, ms, ok, status, error]
+
+#: the custom message a worker sends its requests in
+SAMPLES_MESSAGE = "perfgate_samples"
+#: the custom message the master sends its load start (epoch seconds) in, before the load
+START_MESSAGE = "perfgate_start"
+#: an open-model request this late (or one interval, if longer) counts as late
+LATE_FLOOR_S = 0.010
+#: seconds workers get, beyond the stop timeout, to send their last requests and quit
+WORKER_QUIT_GRACE_S = 10.0
 
 
 class FatalError(Exception):
@@ -64,7 +101,8 @@ class Channel:
     """JSON lines to the parent on a private copy of stdout.
 
     fd 1 itself is pointed at stderr (the run log), so a stray ``print`` in a locustfile
-    lands in the log instead of corrupting the protocol.
+    (or a worker process, which inherits fd 1) lands in the log instead of corrupting the
+    protocol.
     """
 
     def __init__(self) -> None:
@@ -96,7 +134,8 @@ class Collector:
 
     The listeners only append (Locust swallows exceptions in listeners, so they must not
     be able to fail); ``drain`` hands the rows gathered since its last call to the sender.
-    Kept apart from the runner so a distributed master can feed it from its workers.
+    A row's time is seconds since ``load_start`` (on a worker: the master's, which it sends
+    before the load starts, so the master forwards the rows as they come).
     """
 
     def __init__(self) -> None:
@@ -124,9 +163,87 @@ class Collector:
         self._rows.append([time.time() - self.load_start, name, 0.0, False, 0, error])
         self.errors[error] = self.errors.get(error, 0) + 1
 
+    def add(self, rows: list[Row]) -> None:
+        """Rows of another process, already timed from this one's ``load_start``."""
+        self._rows.extend(rows)
+
     def drain(self) -> list[Row]:
         rows, self._rows = self._rows, []
         return rows
+
+
+# --- the open model --------------------------------------------------------------------
+
+
+class Schedule:
+    """The open model's timetable in one process: request k is due at ``start + k / rate``.
+
+    Shared by the process's users, which ``take`` due times in turn; ``late`` and
+    ``dropped`` count the requests that could not start on time.
+    """
+
+    def __init__(self, rate: float, drop_after_s: float) -> None:
+        self.rate = rate
+        self.late_after_s = max(1.0 / rate, LATE_FLOOR_S)
+        self.drop_after_s = drop_after_s
+        self.restart()
+
+    def restart(self, **_: Any) -> None:
+        self.start = time.perf_counter()
+        self.epoch = time.time()
+        self.taken = self.late = self.dropped = 0
+        self.closed = False
+
+    def align(self, epoch: float) -> None:
+        """Let request 0 be due at ``epoch`` (seconds since 1970), on the clock of all workers.
+
+        Due times already past are late, as they would be for one process that started then.
+        """
+        self.start = time.perf_counter() - (time.time() - epoch)
+        self.epoch = epoch
+
+    def take(self) -> float | None:
+        """The next due time (``perf_counter`` seconds), None once the run is stopping."""
+        if self.closed:
+            return None
+        due = self.start + self.taken / self.rate
+        self.taken += 1
+        return due
+
+    def close(self, **_: Any) -> None:
+        """Hand out no more due times; those due by now that nobody took count as dropped."""
+        if self.closed:
+            return
+        self.closed = True
+        due_by_now = math.floor((time.perf_counter() - self.start) * self.rate) + 1
+        self.dropped += max(0, due_by_now - self.taken)
+
+    def admit(self, due: float) -> bool:
+        """Whether a request due at ``due`` is still sent now; counts it late or dropped."""
+        lag = time.perf_counter() - due
+        if lag > self.drop_after_s:
+            self.dropped += 1
+            return False
+        if lag > self.late_after_s:
+            self.late += 1
+        return True
+
+
+def schedule_of(user_classes: list[type]) -> Schedule | None:
+    for user_class in user_classes:
+        found = getattr(user_class, "schedule", None)
+        if isinstance(found, Schedule):
+            return found
+    return None
+
+
+def attach_schedule(env: Environment, user_classes: list[type]) -> Schedule | None:
+    """Restart the open model's timetable when the test starts, close it when it stops."""
+    schedule = schedule_of(user_classes)
+    if schedule is not None:
+        env.events.test_start.add_listener(schedule.restart)  # type: ignore[no-untyped-call]
+        env.events.test_stopping.add_listener(schedule.close)  # type: ignore[no-untyped-call]
+    return schedule
 
 
 # --- user classes and shapes -----------------------------------------------------------
@@ -143,41 +260,96 @@ def _import_factory(spec: str) -> Callable[[], Any]:
     return factory  # type: ignore[no-any-return]
 
 
-def _make_task(task: dict[str, Any]) -> Callable[[Any], None]:
-    """A Locust task making ``task``'s request; its stats row is the task name minus the method."""
+Due = tuple[float, float]  # an open-model request's due time: (perf_counter s, epoch s)
+
+
+def _make_task(task: dict[str, Any]) -> Callable[..., None]:
+    """A Locust task making ``task``'s request; its stats row is the task name minus the method.
+
+    Given a due time (the open model), the request is timed from it: Locust's stats and
+    the samples both get the time from the due time to the response.
+    """
     method, path, headers = task["method"], task["path"], task.get("headers") or None
     stat_name = task["name"].split(" ", 1)[1] if " " in task["name"] else task["name"]
     factory = _import_factory(task["json_factory"]) if task.get("json_factory") else None
     static_body = task.get("json")
 
-    def run(user: Any) -> None:
+    def run(user: Any, due: Due | None = None) -> None:
         try:
             body = factory() if factory is not None else static_body
         except Exception as exc:
             # a broken payload factory is a failed request of this endpoint, not a crash
             user.environment.events.request.fire(
-                request_type=method, name=stat_name, response_time=0.0, response_length=0,
-                response=None, exception=exc, context={},
+                request_type=method, name=stat_name, response_time=_since_due_ms(due),
+                response_length=0, response=None, exception=exc, context={},
+                start_time=None if due is None else due[1],
             )  # fmt: skip
             return
-        user.client.request(method, path, name=stat_name, json=body, headers=headers)
+        if due is None:
+            user.client.request(method, path, name=stat_name, json=body, headers=headers)
+            return
+        waited_ms = _since_due_ms(due)
+        with user.client.request(
+            method, path, name=stat_name, json=body, headers=headers, catch_response=True
+        ) as response:
+            response.request_meta["response_time"] += waited_ms
+            response.request_meta["start_time"] = due[1]
 
     run.__name__ = f"task_{stat_name}"
     return run
 
 
-def task_user(spec: dict[str, Any]) -> type:
-    """A FastHttpUser subclass with one weighted task per scenario task."""
-    scenario = spec["scenario"]
+def _since_due_ms(due: Due | None) -> float:
+    return 0.0 if due is None else max(0.0, (time.perf_counter() - due[0]) * 1000.0)
+
+
+def _user_attrs(spec: dict[str, Any]) -> dict[str, Any]:
     timeout = float(spec["request_timeout_s"])
+    return {"network_timeout": timeout, "connection_timeout": timeout, "host": spec["host"]}
+
+
+def task_user(spec: dict[str, Any]) -> type:
+    """A FastHttpUser subclass with one weighted task per scenario task (the closed model)."""
+    scenario = spec["scenario"]
     low, high = float(scenario["wait_min_s"]), float(scenario["wait_max_s"])
     attrs = {
         "tasks": {_make_task(t): int(t.get("weight", 1)) for t in scenario["tasks"]},
         "wait_time": between(low, high) if high > 0 else constant(0),
-        "network_timeout": timeout,
-        "connection_timeout": timeout,
-        "host": spec["host"],
+        **_user_attrs(spec),
     }
+    return type("ScenarioUser", (FastHttpUser,), attrs)
+
+
+def open_user(spec: dict[str, Any]) -> type:
+    """A FastHttpUser subclass serving the open model's timetable: one user, one slot.
+
+    ``wait_time`` takes the next due time and returns the sleep until it: Locust sleeps in
+    its waiting state, which a stop cancels, so no request is sent after the end. The task
+    draws a scenario task by weight, as the closed model does.
+    """
+    scenario = spec["scenario"]
+    requests = [_make_task(t) for t in scenario["tasks"]]
+    weights = [int(t.get("weight", 1)) for t in scenario["tasks"]]
+    rate = float(scenario["arrival_rate"])
+    if not rate > 0:
+        raise FatalError(f"arrival_rate must be a positive number of requests/s, got {rate:g}")
+    schedule = Schedule(rate, float(spec["request_timeout_s"]))
+
+    def wait_time(user: Any) -> float:
+        user.due = schedule.take()
+        return 3600.0 if user.due is None else max(0.0, user.due - time.perf_counter())
+
+    def serve(user: Any) -> None:
+        if user.due is None:
+            user.wait()  # the first task comes before any wait: take a due time here
+        due, user.due = user.due, None
+        if due is not None and schedule.admit(due):
+            random.choices(requests, weights)[0](user, (due, schedule.epoch + due - schedule.start))
+
+    attrs = {
+        "tasks": [task(serve)], "wait_time": wait_time, "due": None, "schedule": schedule,
+        **_user_attrs(spec),
+    }  # fmt: skip
     return type("ScenarioUser", (FastHttpUser,), attrs)
 
 
@@ -200,6 +372,21 @@ def locustfile_users(spec: dict[str, Any]) -> list[type]:
             f"user classes there: {known}"
         )
     return [available[name] for name in wanted]
+
+
+def user_classes(spec: dict[str, Any]) -> list[type]:
+    """The scenario's user classes: its locustfile's, or one generated from its tasks."""
+    scenario = spec["scenario"]
+    if scenario.get("arrival_rate") is not None:
+        if scenario.get("locustfile") or scenario.get("shape"):
+            raise FatalError(
+                "arrival_rate (the open model) drives the scenario's tasks at a fixed rate; "
+                "it cannot drive a locustfile's user classes or follow a shape"
+            )
+        return [open_user(spec)]
+    if scenario.get("locustfile"):
+        return locustfile_users(spec)
+    return [task_user(spec)]
 
 
 def stage_shape(stages: list[list[float]]) -> LoadTestShape:
@@ -249,6 +436,278 @@ def write_final_csvs(writer: Any) -> None:
     writer.close_files()
 
 
+# --- workers ---------------------------------------------------------------------------
+
+WORKER_LOCUSTFILE = '''\
+"""Worker locustfile of the pytest-perfgate scenario {name!r}, generated for one run.
+
+Start a worker that fetches this file from the master (pytest-perfgate must be installed
+where it runs: the worker sends every request to the master through it):
+
+    {command}
+
+or one that reads this file: the same command with ``-f {filename}``
+instead of ``-f -``.
+"""
+
+import json
+
+from pytest_perfgate._locust_child import worker_user_classes
+
+globals().update(worker_user_classes(json.loads({spec!r})))
+'''
+
+
+def worker_command(host: str, port: int, locustfile: str = "-") -> list[str]:
+    """``locust --worker`` for this master; ``-f -`` fetches the locustfile from it."""
+    where = ["--master-host", host, "--master-port", str(port)]
+    return ["locust", "--worker", *where, "-f", locustfile]
+
+
+def worker_user_classes(spec: dict[str, Any]) -> dict[str, type]:
+    """The generated worker locustfile's body: the user classes, and the hook that reports.
+
+    The hook (on Locust's ``init`` event) gives a ``WorkerRunner`` a ``WorkerReporter``.
+    """
+    sys.path[:0] = [p for p in spec.get("sys_path", []) if p not in sys.path]
+    classes = user_classes(spec)
+
+    def on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
+        if isinstance(runner, WorkerRunner):
+            WorkerReporter(environment, runner, classes, spec)
+
+    events.init.add_listener(on_init)  # type: ignore[no-untyped-call]
+    return {cls.__name__: cls for cls in classes}
+
+
+class WorkerReporter:
+    """On a worker: sends its requests to the master as ``perfgate_samples`` messages.
+
+    Every ``interval`` and once more when the test stops (after the requests in flight
+    ended), with the worker's cumulative error counts, open-model counts and CPU.
+    """
+
+    def __init__(
+        self, env: Environment, runner: WorkerRunner, classes: list[type], spec: dict[str, Any]
+    ) -> None:
+        self.runner = runner
+        self.workers = int(spec["scenario"].get("arrival_workers", 1))
+        self.collector = Collector()
+        runner.register_message(START_MESSAGE, self.on_start_message)
+        self.schedule = attach_schedule(env, classes)
+        self.process = psutil.Process()
+        self.on_test_start()
+        env.events.request.add_listener(self.collector.on_request)  # type: ignore[no-untyped-call]
+        env.events.user_error.add_listener(self.collector.on_user_error)  # type: ignore[no-untyped-call]
+        env.events.test_start.add_listener(self.on_test_start)  # type: ignore[no-untyped-call]
+        env.events.test_stop.add_listener(self.send)  # type: ignore[no-untyped-call]
+        runner.greenlet.spawn(self.loop, float(spec["report_interval_s"]))
+
+    def on_start_message(self, msg: Any, **_: Any) -> None:
+        # the same clock on one machine; a remote worker's samples are off by its clock's skew
+        self.collector.load_start = float(msg.data["load_start"])
+
+    def on_test_start(self, **_: Any) -> None:
+        self.cpu_start = (time.time(), self.process.cpu_times())
+        self.process.cpu_percent(None)
+        if self.schedule is not None:
+            # worker i of n runs 1/n of the rate from the master's start, i/n of its interval
+            # late: one timetable in all, whenever the spawn message arrived
+            share = (self.runner.worker_index % self.workers) / self.workers
+            self.schedule.align(self.collector.load_start + share / self.schedule.rate)
+
+    def loop(self, interval: float) -> None:
+        while True:
+            gevent.sleep(interval)
+            self.send()
+
+    def send(self, **_: Any) -> None:
+        started, cpu = self.cpu_start
+        now = self.process.cpu_times()
+        busy = now.user + now.system - cpu.user - cpu.system
+        self.runner.send_message(SAMPLES_MESSAGE, {
+            "rows": self.collector.drain(), "errors": self.collector.errors,
+            "late": self.schedule.late if self.schedule else 0,
+            "dropped": self.schedule.dropped if self.schedule else 0,
+            "cpu_percent": self.process.cpu_percent(None),  # since the last message
+            "mean_cpu_percent": 100.0 * busy / max(time.time() - started, 1e-9),
+            "pid": os.getpid(),
+        })  # fmt: skip
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+class Master:
+    """The child as Locust's master: binds, starts and awaits workers, gathers their samples."""
+
+    def __init__(self, run: Run, env: Environment) -> None:
+        self.run = run
+        self.env = env
+        self.settings: dict[str, Any] = run.spec["distributed"]
+        self.expected = int(self.settings["local_workers"]) + int(self.settings["external_workers"])
+        self.bind = str(self.settings["bind"])
+        wildcard = self.bind in ("*", "0.0.0.0", "")
+        self.local_host = "127.0.0.1" if wildcard else self.bind  # what local workers dial
+        self.public_host = socket.gethostname() if wildcard else self.bind  # and others
+        self.port = int(self.settings["port"]) or free_port("0.0.0.0" if wildcard else self.bind)
+        self.command = " ".join(worker_command(self.public_host, self.port))
+        self.runner: MasterRunner | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.per_worker: dict[str, dict[str, Any]] = {}  # each worker's latest message
+        self.requests: dict[str, int] = {}  # requests by worker id
+        self.reported: set[str] = set()
+        self.stopping = False
+
+    def start_runner(self) -> MasterRunner:
+        """Bind the master, write the worker locustfile, start local workers, await all."""
+        locustfile = self.write_locustfile()
+        self.env.parsed_locustfiles = [locustfile]  # served to workers started with -f -
+        try:
+            runner = self.env.create_master_runner(self.bind, self.port)
+        except SystemExit:  # Locust exits when the port is taken
+            raise FatalError(
+                f"the Locust master cannot bind {self.bind}:{self.port} (is the port in use?)"
+            ) from None
+        self.runner = runner
+        runner.register_message(SAMPLES_MESSAGE, self.on_samples)
+        if self.settings["external_workers"]:
+            logger.info("waiting for %d external worker(s); start each with: %s",
+                        self.settings["external_workers"], self.command)  # fmt: skip
+        for _ in range(int(self.settings["local_workers"])):
+            command = worker_command(self.local_host, self.port, locustfile)
+            # same process group as the child: ending the child's group ends them too
+            self.processes.append(
+                subprocess.Popen([sys.executable, "-m", *command], stdin=subprocess.DEVNULL)
+            )
+        self.await_workers()
+        return runner
+
+    def write_locustfile(self) -> str:
+        path = Path(self.settings["locustfile"])
+        path.write_text(WORKER_LOCUSTFILE.format(
+            name=self.run.spec["scenario"]["name"], command=self.command, filename=path,
+            spec=json.dumps(self.worker_spec()),
+        ), encoding="utf-8")  # fmt: skip
+        return str(path)
+
+    def worker_spec(self) -> dict[str, Any]:
+        """The spec for workers: each serves an equal share of an open model's rate."""
+        spec = copy.deepcopy(self.run.spec)
+        rate = spec["scenario"].get("arrival_rate")
+        if rate is not None:
+            if int(spec["scenario"]["users"]) < self.expected:
+                raise FatalError(
+                    f"arrival_rate with {self.expected} workers needs at least {self.expected} "
+                    f"users (each worker serves its share of the rate with its own), got "
+                    f"{spec['scenario']['users']}"
+                )
+            spec["scenario"]["arrival_rate"] = float(rate) / self.expected
+            spec["scenario"]["arrival_workers"] = self.expected
+        return spec
+
+    def await_workers(self) -> None:
+        assert self.runner is not None
+        timeout = float(self.settings["connect_timeout_s"])
+        deadline = time.monotonic() + timeout
+        while self.runner.worker_count < self.expected:
+            if self.run.stop_requested.is_set():
+                raise FatalError(f"{self.run.stop_reason} while waiting for workers")
+            exited = self.exited_workers()
+            if exited:
+                raise FatalError(f"{exited[0]} before it connected to the master; see the log")
+            if time.monotonic() > deadline:
+                raise FatalError(
+                    f"{self.runner.worker_count} of {self.expected} workers connected to the "
+                    f"master at {self.bind}:{self.port} within {timeout:g} s; "
+                    f"start the missing ones with: {self.command}"
+                )
+            gevent.sleep(0.05)
+        logger.info("%d workers connected", self.runner.worker_count)
+
+    def exited_workers(self) -> list[str]:
+        return [
+            f"local worker process {i} (pid {p.pid}) exited with code {p.returncode}"
+            for i, p in enumerate(self.processes)
+            if p.poll() is not None
+        ]
+
+    def on_samples(self, environment: Environment, msg: Any, **_: Any) -> None:
+        data = msg.data
+        self.run.collector.add(data["rows"])
+        self.requests[msg.node_id] = self.requests.get(msg.node_id, 0) + len(data["rows"])
+        self.per_worker[msg.node_id] = data
+        errors: dict[str, int] = {}
+        for worker in self.per_worker.values():
+            for text, count in worker["errors"].items():
+                errors[text] = errors.get(text, 0) + count
+        self.run.collector.errors = errors
+
+    def total(self, key: str) -> int:
+        return sum(int(w.get(key, 0)) for w in self.per_worker.values())
+
+    def cpu_percent(self, key: str = "cpu_percent") -> float | None:
+        """The busiest worker's CPU (``mean_cpu_percent``: since the start): it errs first."""
+        readings = [float(w[key]) for w in self.per_worker.values()]
+        return max(readings) if readings else None
+
+    def problems(self, elapsed: float) -> list[str]:
+        """New trouble with the workers, each said once: a lost worker is load not made."""
+        assert self.runner is not None
+        if self.stopping:
+            return []  # workers quit when told to: that is no loss
+        found = self.exited_workers()
+        connected = self.runner.worker_count
+        if connected < self.expected:
+            found.append(f"only {connected} of {self.expected} workers connected")
+        new = [f"{p} {elapsed:.1f} s into the run" for p in found if p not in self.reported]
+        self.reported.update(found)
+        return new
+
+    def stop(self) -> None:
+        """Stop the workers and wait until each has sent its last requests and quit."""
+        runner = self.runner
+        assert runner is not None
+        self.stopping = True
+        runner.stop(send_stop_to_client=False)  # no rebalancing onto workers while they quit
+        runner.send_message("quit")
+        deadline = time.monotonic() + self.env.stop_timeout + WORKER_QUIT_GRACE_S
+        while time.monotonic() < deadline:
+            if not self.still_quitting():
+                break
+            gevent.sleep(0.05)
+        else:
+            self.run.error("a worker did not send its last requests in time; some are missing")
+        runner.quit()
+
+    def still_quitting(self) -> list[str]:
+        """The workers yet to quit, less the dead: lost ones, and local processes that died."""
+        assert self.runner is not None
+        dead = {p.pid for p in self.processes if p.poll() is not None}
+        return [
+            c.id
+            for c in self.runner.clients.all
+            if c.state != STATE_MISSING and self.per_worker.get(c.id, {}).get("pid") not in dead
+        ]
+
+    def close(self) -> None:
+        """End the workers (normally gone already: they quit when told to)."""
+        if self.runner is not None and not self.stopping:
+            self.runner.quit()  # the run failed: tell the workers, external ones too
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 # --- the run ---------------------------------------------------------------------------
 
 
@@ -263,18 +722,21 @@ class Run:
         self.stop_requested = gevent.event.Event()
         self.process = psutil.Process()
         self.reported_errors: set[str] = set()
+        self.master: Master | None = None
+        self.schedule: Schedule | None = None
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_reason:
             self.stop_reason = reason
         self.stop_requested.set()
 
+    def error(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.channel.send({"type": "error", "message": message, "fatal": False})
+
     def build_environment(self) -> Environment:
         scenario = self.spec["scenario"]
-        if scenario.get("locustfile"):
-            users = locustfile_users(self.spec)
-        else:
-            users = [task_user(self.spec)]
+        users = user_classes(self.spec)
         shape = stage_shape(scenario["shape"]["stages"]) if scenario.get("shape") else None
         env = Environment(
             user_classes=users,
@@ -285,11 +747,26 @@ class Run:
         )
         env.events.request.add_listener(self.collector.on_request)  # type: ignore[no-untyped-call]
         env.events.user_error.add_listener(self.collector.on_user_error)  # type: ignore[no-untyped-call]
+        if not self.spec.get("distributed"):
+            self.schedule = attach_schedule(env, users)
         return env
+
+    def create_runner(self, env: Environment) -> Any:
+        if self.spec.get("distributed"):
+            self.master = Master(self, env)
+            return self.master.start_runner()
+        return env.create_local_runner()
 
     def execute(self) -> None:
         env = self.build_environment()
-        runner = env.create_local_runner()
+        try:
+            runner = self.create_runner(env)
+            self.drive(env, runner)
+        finally:
+            if self.master is not None:
+                self.master.close()
+
+    def drive(self, env: Environment, runner: Any) -> None:
         writer = StatsCSVFileWriter(
             env, PERCENTILES_TO_REPORT, self.spec["base_filepath"], full_history=False
         )
@@ -297,26 +774,55 @@ class Run:
         self.process.cpu_percent(None)  # starts psutil's interval
         cpu_start = self.process.cpu_times()
         self.collector.load_start = time.time()
+        if self.master is not None:  # before the spawn messages, so before any request
+            runner.send_message(START_MESSAGE, {"load_start": self.collector.load_start})
         self.channel.send({"type": "started"})
-        scenario = self.spec["scenario"]
-        duration_s = float(scenario["duration_s"])
-        if env.shape_class is not None:
-            runner.start_shape()
-            duration_s = min(duration_s, float(scenario["shape"]["stages"][-1][0]))
-        else:
-            runner.start(int(scenario["users"]), float(scenario["spawn_rate"]))
+        duration_s = self.start_load(env, runner)
         self.wait_for_end(runner, duration_s)
         duration = time.time() - self.collector.load_start
         logger.info("stopping after %.1f s: %s", duration, self.stop_reason)
-        runner.quit()  # waits up to stop_timeout for users to finish their requests
+        if self.master is not None:
+            self.master.stop()
+        else:
+            runner.quit()  # waits up to stop_timeout for users to finish their requests
         writer_greenlet.kill(block=True)
         self.report(runner)
         write_final_csvs(writer)
         logger.info("CSV files written to %s_*.csv", self.spec["base_filepath"])
-        self.channel.send({
-            "type": "done", "duration_s": duration, "cpu_percent": self.mean_cpu(cpu_start),
-            "stop_reason": self.stop_reason,
-        })  # fmt: skip
+        self.channel.send({"type": "done", "duration_s": duration, **self.totals(cpu_start)})
+
+    def start_load(self, env: Environment, runner: Any) -> float:
+        """Start users (or the shape); the seconds the load is to last."""
+        scenario = self.spec["scenario"]
+        duration_s = float(scenario["duration_s"])
+        if env.shape_class is not None:
+            runner.start_shape()
+            return min(duration_s, float(scenario["shape"]["stages"][-1][0]))
+        users = int(scenario["users"])
+        # the open model's users are its pool of slots: all there from the first due time
+        rate = float(users) if scenario.get("arrival_rate") is not None else scenario["spawn_rate"]
+        if self.master is None:
+            runner.start(users, float(rate))
+            return duration_s
+        # a master's start blocks until the workers report their users: keep reporting
+        starting = gevent.spawn(runner.start, users, float(rate))
+        starting.link_exception(lambda g: self.error(f"the master failed to start: {g.exception}"))
+        return duration_s
+
+    def totals(self, cpu_start: Any) -> dict[str, Any]:
+        if self.master is not None:
+            return {
+                "cpu_percent": self.master.cpu_percent("mean_cpu_percent"),
+                "stop_reason": self.stop_reason,
+                "late_requests": self.master.total("late"),
+                "dropped_requests": self.master.total("dropped"),
+                "requests_per_worker": self.master.requests,
+            }  # fmt: skip
+        return {
+            "cpu_percent": self.mean_cpu(cpu_start), "stop_reason": self.stop_reason,
+            "late_requests": self.schedule.late if self.schedule else 0,
+            "dropped_requests": self.schedule.dropped if self.schedule else 0,
+        }  # fmt: skip
 
     def mean_cpu(self, start: Any) -> float:
         """Percent of one core used since ``start`` (psutil cpu_times), stop wait included."""
@@ -336,21 +842,26 @@ class Run:
                 self.request_stop("duration")
                 return
             if runner.state == STATE_STOPPED:  # a user called runner.quit() or raised StopTest
-                self.request_stop("the locustfile stopped the test")
+                who = "the workers" if self.master is not None else "the locustfile"
+                self.request_stop(f"{who} stopped the test")
                 return
 
     def report(self, runner: Any) -> None:
         rows = self.collector.drain()
         if rows:
             self.channel.send({"type": "samples", "rows": rows})
-        self.channel.send({
-            "type": "progress", "t": time.time() - self.collector.load_start,
-            "users": runner.user_count, "cpu_percent": self.process.cpu_percent(None),
-        })  # fmt: skip
+        elapsed = time.time() - self.collector.load_start
+        cpu = self.master.cpu_percent() if self.master else self.process.cpu_percent(None)
+        self.channel.send(
+            {"type": "progress", "t": elapsed, "users": runner.user_count, "cpu_percent": cpu}
+        )
         for error in self.collector.errors.keys() - self.reported_errors:
             # each distinct error once; the failure samples carry the count
-            self.channel.send({"type": "error", "message": error, "fatal": False})
+            self.error(error)
             self.reported_errors.add(error)
+        if self.master is not None:
+            for problem in self.master.problems(elapsed):
+                self.error(problem)
 
 
 def listen_for_stop(run: Run, stdin: Any) -> None:

@@ -6,6 +6,13 @@ whole process with gevent. The child speaks JSON lines (see its docstring): the 
 sends the spec and ``stop <reason>`` on its stdin and reads samples, progress, errors and
 ``done`` from its stdout; its stderr is the run log ``{prefix}.log``.
 
+With ``processes > 1`` or ``external_workers`` the child is a Locust master: it writes a
+worker locustfile ``{prefix}_locustfile.py``, starts the local workers in its own process
+group and waits for the external ones (``master_address`` says where they connect). With
+``arrival_rate`` the child runs the open model (requests started on a timetable) and
+reports the requests it sent late or dropped; ``RawRun.problems`` says when the target
+rate was not reached.
+
 Every way out of ``run_load`` (return, ``LoadRunError``, KeyboardInterrupt) leaves no
 process behind: the child runs in its own process group, which is terminated, then killed.
 """
@@ -40,6 +47,12 @@ HANG_SLACK_S = 30.0
 TERM_GRACE_S = 5.0
 #: above this CPU share for most of the run, the load generator measured itself
 CPU_SATURATED_PERCENT = 90.0
+#: seconds a master waits for all its workers (local and external) to connect
+WORKER_CONNECT_TIMEOUT_S = 60.0
+#: the master's port for external workers when ``master_bind`` names none (Locust's default)
+DEFAULT_MASTER_PORT = 5557
+#: an open-model run that started fewer than this share of its due requests is untrustworthy
+ARRIVAL_SHORTFALL = 0.95
 LOG_TAIL_LINES = 20
 
 
@@ -78,6 +91,9 @@ class RawRun:
     history: tuple[Mapping[str, Any], ...] = ()  # one row a second: t, users, rps, fails, p50, p95
     loadgen_cpu_percent: float | None = None  # mean CPU of the load generator process(es)
     problems: tuple[str, ...] = field(default=())  # things that make the run untrustworthy
+    late_requests: int = 0  # open model: sent more than an interval after their due time
+    dropped_requests: int = 0  # open model: never sent, no free user within the timeout
+    requests_per_worker: Mapping[str, int] = field(default_factory=dict)  # distributed runs
 
 
 StopRule = Callable[[Sequence[Sample], float], "str | None"]
@@ -106,6 +122,8 @@ def run_load(
     workdir = (cwd or Path.cwd()).resolve()
     files = output_files(results_dir, prefix)
     spec = child_spec(scenario, host, results_dir / prefix, workdir)
+    if spec["distributed"]:
+        files["worker_locustfile"] = Path(spec["distributed"]["locustfile"])
     with files["log"].open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest_perfgate._locust_child"],
@@ -156,7 +174,9 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> dict
             "shape": {"stages": [list(s) for s in scenario.shape.stages]}
             if scenario.shape
             else None,
+            "arrival_rate": scenario.arrival_rate,
         },
+        "distributed": distributed_spec(scenario, base),
         "host": host.rstrip("/"),
         "base_filepath": str(base),
         "request_timeout_s": scenario.request_timeout_s,
@@ -165,6 +185,34 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> dict
         "report_interval_s": 0.5,
         "sys_path": [str(workdir)],
     }
+
+
+def distributed_spec(scenario: Scenario, base: Path) -> dict[str, Any] | None:
+    """The master's settings, or None for a single process (``processes`` 1, no externals)."""
+    local = scenario.processes if scenario.processes > 1 else 0
+    if not local and not scenario.external_workers:
+        return None
+    bind, port = master_address(scenario.master_bind, external=scenario.external_workers > 0)
+    return {
+        "local_workers": local,
+        "external_workers": scenario.external_workers,
+        "bind": bind,
+        "port": port,
+        "connect_timeout_s": WORKER_CONNECT_TIMEOUT_S,
+        "locustfile": f"{base}_locustfile.py",
+    }
+
+
+def master_address(master_bind: str, *, external: bool) -> tuple[str, int]:
+    """The master's (host, port) from ``master_bind``: ``HOST`` or ``HOST:PORT``.
+
+    Without a port: 0 (a free one), or ``DEFAULT_MASTER_PORT`` when workers from elsewhere
+    must find it. ``*`` or ``0.0.0.0`` binds every interface.
+    """
+    host, sep, port = master_bind.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, int(port)
+    return master_bind, DEFAULT_MASTER_PORT if external else 0
 
 
 def _task_spec(task: Any) -> dict[str, Any]:
@@ -257,6 +305,7 @@ class _Session:
         self.started_at: float | None = None
         self.stop_reason: str | None = None
         self.users = 0
+        self.distributed = False
         self.inbox: queue.Queue[object] = queue.Queue()
 
     def run(self, spec: Mapping[str, Any]) -> RawRun:
@@ -265,8 +314,10 @@ class _Session:
             target=_read_lines, args=(self.proc.stdout, self.inbox), daemon=True
         )
         reader.start()
+        self.distributed = spec["distributed"] is not None
         self._send(json.dumps(spec))
-        hung = self._pump(time.monotonic() + STARTUP_TIMEOUT_S)
+        startup = STARTUP_TIMEOUT_S + (WORKER_CONNECT_TIMEOUT_S if self.distributed else 0)
+        hung = self._pump(time.monotonic() + startup)
         if hung:
             end_process_group(self.proc)
         else:
@@ -308,7 +359,9 @@ class _Session:
                 self._tick()
 
     def _run_budget_s(self) -> float:
-        return self.scenario.duration_s + self.scenario.request_timeout_s + HANG_SLACK_S
+        # a master's workers get the stop timeout plus HANG_SLACK_S to report and quit
+        stop = self.scenario.request_timeout_s * (2 if self.distributed else 1)
+        return self.scenario.duration_s + stop + HANG_SLACK_S
 
     def _drain(self) -> None:
         while True:
@@ -417,6 +470,7 @@ class _Session:
         cpu = done.get("cpu_percent")
         if cpu is None and self.cpu_readings:
             cpu = sum(self.cpu_readings) / len(self.cpu_readings)
+        late, dropped = int(done.get("late_requests", 0)), int(done.get("dropped_requests", 0))
         return RawRun(
             scenario=self.scenario,
             samples=tuple(self.samples),
@@ -425,14 +479,21 @@ class _Session:
             files=dict(self.files),
             history=history_rows(self.samples, self.users_at, duration),
             loadgen_cpu_percent=None if cpu is None else float(cpu),
-            problems=self._problems(),
+            problems=self._problems(duration, late, dropped),
+            late_requests=late,
+            dropped_requests=dropped,
+            requests_per_worker=dict(done.get("requests_per_worker") or {}),
         )
 
-    def _problems(self) -> tuple[str, ...]:
+    def _problems(self, duration_s: float, late: int, dropped: int) -> tuple[str, ...]:
         problems = [f"load generator error: {e}" for e in self.errors]
         saturated = cpu_saturation(self.cpu_readings)
         if saturated is not None:
             problems.append(saturated)
+        if self.scenario.arrival_rate is not None:
+            shortfall = arrival_shortfall(self.scenario, self.samples, duration_s, late, dropped)
+            if shortfall is not None:
+                problems.append(shortfall)
         return tuple(problems)
 
 
@@ -448,6 +509,27 @@ def cpu_saturation(readings: Sequence[float]) -> str | None:
         f"load generator CPU saturated: above {CPU_SATURATED_PERCENT:g} % for "
         f"{100 * busy / len(readings):.0f} % of the run (mean {mean:.0f} %); measured "
         "latencies include client-side delay; use fewer users or more processes"
+    )
+
+
+def arrival_shortfall(
+    scenario: Scenario, samples: Sequence[Sample], duration_s: float, late: int, dropped: int
+) -> str | None:
+    """A problem line when an open-model run did not start the requests it was due to.
+
+    A sample's ``t`` is its due time, so the requests due within the load's duration are
+    counted exactly; a dropped request is a response time nobody measured.
+    """
+    rate = scenario.arrival_rate
+    if rate is None or duration_s <= 0:
+        return None
+    achieved = sum(1 for s in samples if 0 <= s.t < duration_s) / duration_s
+    if achieved >= ARRIVAL_SHORTFALL * rate and not dropped:
+        return None
+    return (
+        f"target {rate:g} req/s, achieved {achieved:.3g} req/s: {dropped} requests dropped "
+        f"(no free user within the {scenario.request_timeout_s:g} s request timeout), "
+        f"{late} sent late; raise users (the most requests in flight) or lower arrival_rate"
     )
 
 
