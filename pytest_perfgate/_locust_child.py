@@ -76,6 +76,8 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
+from pytest_perfgate.stats import NOT_SENT
+
 logger = logging.getLogger("pytest_perfgate.loadgen")
 
 Row = list[Any]  # [t, name, ms, ok, status, error]
@@ -160,7 +162,8 @@ class Collector:
         user = getattr(user_instance, "user", user_instance)  # Locust passes the TaskSet
         name = f"ERROR {type(user).__name__}"
         error = _short_error(exception)
-        self._rows.append([time.time() - self.load_start, name, 0.0, False, 0, error])
+        # status NOT_SENT: a failure without a response time (kept out of the percentiles)
+        self._rows.append([time.time() - self.load_start, name, 0.0, False, NOT_SENT, error])
         self.errors[error] = self.errors.get(error, 0) + 1
 
     def add(self, rows: list[Row]) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .stats import TOTAL, EndpointStats, RunStats, Sample
+from .stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
 
 __all__ = [
     "COMPUTE_METRIC",
@@ -252,6 +252,13 @@ _ERROR_CLASSES: Mapping[str, tuple[str, tuple[str, ...]]] = {
             "Check credentials (API key, JWT) and the rate limit the scenario runs into.",
         ),
     ),
+    "task_error": (
+        "errors in the load test's own code",
+        (
+            "A user task raised before sending its request: fix the locustfile or the "
+            "json_factory (the traceback is in the run log); the service never saw these.",
+        ),
+    ),
     "other": (
         "other failures",
         ("Read the failure messages in the failures CSV and the run log.",),
@@ -261,7 +268,9 @@ _ERROR_CLASSES: Mapping[str, tuple[str, tuple[str, ...]]] = {
 
 def classify_failure(status: int | None, error: str) -> str:
     """The class of a failure: ``timeout``, ``connection``, ``backpressure``,
-    ``server_error``, ``client_error`` or ``other``."""
+    ``server_error``, ``client_error``, ``task_error`` or ``other``."""
+    if status == NOT_SENT:
+        return "task_error"
     if status is None:
         status = next((int(m.group(1)) for rx in _STATUS_IN_TEXT if (m := rx.search(error))), None)
     if status in (429, 503):

@@ -49,6 +49,9 @@ __all__ = [
 ]
 
 TOTAL = "Total"  #: key of the all-endpoints row, as in Locust's "Aggregated"
+#: ``Sample.status`` of a task that raised before sending anything: a failure with no
+#: response time, so it counts in the error rate but not in latency percentiles
+NOT_SENT = -1
 QUANTILES: Mapping[str, float] = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
 
 # q * n is compared with integers; this absorbs float noise such as 0.07 * 100 = 7.000000000000001
@@ -63,7 +66,7 @@ class Sample:
     name: str  # endpoint key, "POST /predict"
     ms: float  # response time in milliseconds, full precision
     ok: bool
-    status: int = 0  # HTTP status; 0 when no response came (connection error, timeout)
+    status: int = 0  # HTTP status; 0: no response (connection error, timeout); NOT_SENT: -1
     error: str = ""  # error text for failures ("" for successes)
 
 
@@ -396,14 +399,19 @@ def endpoint_stats(
     level: float = 0.95,
     *,
     ess_factor: float = 1.0,
+    not_sent: int = 0,
 ) -> EndpointStats:
-    """Figures of one endpoint from its sorted response times; ``summarize`` calls this per row."""
+    """Figures of one endpoint from its sorted response times; ``summarize`` calls this per row.
+
+    ``not_sent`` failures (tasks that raised before a request) count as requests and
+    failures, but have no response time.
+    """
     n = len(sorted_ms)
-    rps = n / duration_s if duration_s > 0 else 0.0
+    rps = (n + not_sent) / duration_s if duration_s > 0 else 0.0
     if n == 0:
         unbounded = (-math.inf, math.inf)
         return EndpointStats(
-            name, 0, failures, rps, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            name, not_sent, failures, rps, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
             dict.fromkeys(QUANTILES, unbounded), level, ess_factor,
         )  # fmt: skip
     mean = math.fsum(sorted_ms) / n
@@ -414,7 +422,7 @@ def endpoint_stats(
     }
     return EndpointStats(
         name=name,
-        requests=n,
+        requests=n + not_sent,
         failures=failures,
         rps=rps,
         mean=mean,
@@ -442,15 +450,19 @@ def summarize(
     """
     times: dict[str, list[float]] = {}
     failures: dict[str, int] = {}
+    not_sent: dict[str, int] = {}
     arrival_all: list[float] | None = [] if correlated else None
     for s in samples:
         bucket = times.get(s.name)
         if bucket is None:
             bucket = times[s.name] = []
-            failures[s.name] = 0
-        bucket.append(s.ms)
+            failures[s.name] = not_sent[s.name] = 0
         if not s.ok:
             failures[s.name] += 1
+        if s.status == NOT_SENT:
+            not_sent[s.name] += 1
+            continue
+        bucket.append(s.ms)
         if arrival_all is not None:
             arrival_all.append(s.ms)
     rows: dict[str, EndpointStats] = {}
@@ -460,12 +472,14 @@ def summarize(
         factor = inflation(arrival) if correlated else 1.0
         ordered = sorted(arrival)
         rows[name] = endpoint_stats(
-            name, ordered, failures[name], duration_s, level, ess_factor=factor
-        )
+            name, ordered, failures[name], duration_s, level, ess_factor=factor,
+            not_sent=not_sent[name],
+        )  # fmt: skip
         every.extend(ordered)
     every.sort()
     total_factor = inflation(arrival_all) if arrival_all is not None else 1.0
     total = endpoint_stats(
-        TOTAL, every, sum(failures.values()), duration_s, level, ess_factor=total_factor
-    )
+        TOTAL, every, sum(failures.values()), duration_s, level, ess_factor=total_factor,
+        not_sent=sum(not_sent.values()),
+    )  # fmt: skip
     return RunStats(endpoints=rows, total=total, duration_s=duration_s)

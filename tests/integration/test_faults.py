@@ -339,12 +339,6 @@ def test_a_task_that_raises_counts_as_failures_and_breaks_the_error_budget(
     watch.assert_none_left()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="_locust_child records a task's exception as a 0 ms request ('ERROR Raising') and "
-    "stats.summarize puts it among Total's latencies: Total p50 0 ms, p95 below GET /fast's",
-)
 def test_a_task_that_raises_leaves_the_latency_figures_to_real_responses(
     pytester: pytest.Pytester, watch: ProcessWatch
 ) -> None:

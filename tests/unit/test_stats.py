@@ -254,3 +254,16 @@ def test_summarize_handles_a_million_samples_in_seconds() -> None:
     elapsed = time.perf_counter() - started
     assert run.total.requests == 1_000_000
     assert elapsed < 15.0  # about 1 s on one core; generous for a shared CI machine
+
+
+def test_a_task_that_raised_counts_as_a_failure_without_a_response_time() -> None:
+    from pytest_perfgate.analysis import classify_failure
+    from pytest_perfgate.stats import NOT_SENT
+
+    samples = [Sample(t=float(i), name="GET /x", ms=20.0, ok=True, status=200) for i in range(9)]
+    samples.append(Sample(t=9.0, name="GET /x", ms=0.0, ok=False, status=NOT_SENT, error="boom"))
+    row = summarize(samples, 10.0).endpoints["GET /x"]
+    assert (row.requests, row.failures, row.error_rate) == (10, 1, 0.1)
+    assert row.min == 20.0 and row.p50 == 20.0  # the 0 ms placeholder is not a latency
+    assert row.rps == 1.0
+    assert classify_failure(NOT_SENT, "boom") == "task_error"
