@@ -468,6 +468,16 @@ def _scenario(
             f"{where}.warmup", f"warm-up {warmup:g}s leaves nothing of duration {duration:g}s"
         )
     shape = _shape(merged["shape"], f"{where}.shape") if "shape" in merged else None
+    rate = merged.get("arrival_rate")
+    if rate is not None:
+        if _number(rate, f"{where}.arrival_rate", "requests per second") <= 0:
+            raise ConfigError(f"{where}.arrival_rate", f"expected a rate > 0, got {rate!r}")
+        if locustfile or shape:
+            raise ConfigError(
+                f"{where}.arrival_rate",
+                "the open model drives tasks on its own schedule: it takes neither a "
+                "locustfile nor a shape",
+            )
     users = _positive_int(merged.get("users", 1), f"{where}.users", "a number of users")
     return Scenario(
         name=name,

@@ -184,6 +184,10 @@ def result_to_dict(
         "duration_s": raw.duration_s,
         "stop_reason": raw.stop_reason,
         "loadgen_cpu_percent": raw.loadgen_cpu_percent,
+        "arrival_rate": s.arrival_rate,  # None: closed model (users with wait times)
+        "late_requests": raw.late_requests,
+        "dropped_requests": raw.dropped_requests,
+        "requests_per_worker": dict(raw.requests_per_worker),
         "problems": list(raw.problems),
         # absent, not zero, where no GPU figures could be read
         "gpu": result.gpu.to_dict() if result.gpu else {"source": None},

@@ -181,3 +181,16 @@ def test_overrides_shorten_a_run_and_cap_its_warm_up() -> None:
     short = light.with_overrides(duration_s=8, users=3)
     assert (short.duration_s, short.users, short.warmup_s) == (8, 3, 2.0)
 
+
+def test_an_open_workload_needs_a_positive_rate_and_its_own_tasks(tmp_path: Path) -> None:
+    message = error_of(tmp_path, MINIMAL.replace("users: 10", "users: 10\n    arrival_rate: 0"))
+    assert message == "thresholds.yaml: scenarios.light.arrival_rate: expected a rate > 0, got 0"
+    shaped = MINIMAL.replace(
+        "users: 10",
+        "users: 10\n    arrival_rate: 5\n    shape: {type: ramp, stages: [{until: 5s, users: 2}]}",
+    )
+    assert "takes neither a locustfile nor a shape" in error_of(tmp_path, shaped)
+    light = load_thresholds(
+        write(tmp_path, MINIMAL.replace("users: 10", "users: 10\n    arrival_rate: 5"))
+    ).scenario("light")
+    assert light.arrival_rate == 5.0
