@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
+from .verdict import format_ms as verdict_format_ms
 
 __all__ = [
     "COMPUTE_METRIC",
@@ -62,14 +63,13 @@ def format_count(n: float) -> str:
 
 
 def format_ms(ms: float | None) -> str:
-    """Milliseconds with precision that fits their size; ``-`` when unknown."""
-    if ms is None or not math.isfinite(ms):
+    """``verdict.format_ms`` (the one millisecond format), with ``-`` when unknown and
+    ``inf`` for an interval side that the samples cannot bound."""
+    if ms is None or math.isnan(ms):
         return "-"
-    if ms < 10:
-        return f"{ms:.2f}"
-    if ms < 100:
-        return f"{ms:.1f}"
-    return format_count(ms)
+    if math.isinf(ms):
+        return "inf" if ms > 0 else "-inf"
+    return verdict_format_ms(ms)
 
 
 def format_percent(fraction: float | None) -> str:

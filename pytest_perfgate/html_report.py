@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from .analysis import Finding, format_count, format_ms, format_percent
-from .report import ScenarioResult, budget_text, format_observed, format_range, open_new
+from .report import (
+    ScenarioResult,
+    budget_text,
+    format_observed,
+    format_range,
+    open_new,
+    stop_text,
+)
 from .stats import EndpointStats
 from .verdict import Outcome
 
@@ -81,7 +88,7 @@ def svg_line_chart(
             "no data recorded</text></svg>"
         )
     x_max = max(max(xs), 1.0)
-    y_top = max([*ys, limit[1] if limit else 0.0, 1e-9])
+    y_top = max([*ys, limit[1] if limit else 0.0]) or 1.0  # all zero: a 0-1 axis
     y_step = _nice_step(y_top)
     y_max = y_step * math.ceil(y_top / y_step * 1.0001)
     x_step = _nice_step(x_max, 6)
@@ -352,7 +359,7 @@ def render_html(result: ScenarioResult) -> str:
     settings = (
         f"{s.users} users, spawn {s.spawn_rate:g}/s, duration {s.duration_s:g} s, wait "
         f"{s.wait_min_s:g}-{s.wait_max_s:g} s, warm-up {s.warmup_s:g} s; ran "
-        f"{result.raw.duration_s:.0f} s, stop: {result.raw.stop_reason}"
+        f"{result.raw.duration_s:.0f} s, ended by {stop_text(result.raw.stop_reason)}"
     )
     files = "".join(
         f"<li>{_e(k)}: {_e(p.name)}</li>" for k, p in {**result.raw.files, **result.files}.items()

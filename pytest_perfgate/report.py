@@ -250,6 +250,18 @@ def format_observed(metric: str, value: float | None) -> str:
     return f"{format_ms(value)} ms"
 
 
+def stop_text(reason: str) -> str:
+    """Why a run ended, as a phrase: ``early stop: every blocking budget decided ...``."""
+    for prefix, phrase in (
+        ("stopped: stop: ", "early stop: "),
+        ("stopped: abort: ", "early abort: "),
+        ("stopped: ", "a stop: "),
+    ):
+        if reason.startswith(prefix):
+            return phrase + reason.removeprefix(prefix)
+    return "its configured duration" if reason == "duration" else reason
+
+
 def format_range(metric: str, ci: tuple[float, float] | None) -> str:
     """A confidence interval with one unit: ``238-265 ms``, ``0.04-0.90 %``; "" when unknown."""
     if ci is None:
@@ -267,7 +279,7 @@ def budget_text(check: Check) -> str:
 
 def _ci_cell(e: EndpointStats, key: str = "p95") -> str:
     ci = e.ci.get(key)
-    return f"{format_ms(ci[0])}-{format_ms(ci[1])}" if ci else ""
+    return f"{format_ms(max(ci[0], 0.0))}-{format_ms(ci[1])}" if ci else ""
 
 
 def _rows(stats: RunStats) -> Iterator[EndpointStats]:
@@ -316,7 +328,7 @@ def terminal_table(results: Sequence[ScenarioResult]) -> list[str]:
         lines.append(
             f"{s.name}: {r.verdict.outcome.value}, grade {r.analysis.summary.grade} - "
             f"{s.users} users, measured {_duration(r.stats.duration_s)}, "
-            f"{format_count(total.requests)} requests, stop: {r.raw.stop_reason}"
+            f"{format_count(total.requests)} requests, ended by {stop_text(r.raw.stop_reason)}"
         )
         lines += ["  " + line for line in endpoint_table(r.stats, r.analysis.grades)]
         for c in r.verdict.checks:
@@ -386,7 +398,7 @@ def github_summary_markdown(
             f"{summary.grade}",
             "",
             f"{r.scenario.users} users, {format_count(summary.requests)} requests in "
-            f"{_duration(r.stats.duration_s)} (stop: {_md(r.raw.stop_reason)}), "
+            f"{_duration(r.stats.duration_s)} (ended by {_md(stop_text(r.raw.stop_reason))}), "
             f"{summary.rps:.1f} req/s, errors {format_percent(summary.error_rate)}",
             "",
             "| endpoint | metric | observed | budget | 95 % CI | verdict | grade |",
