@@ -5,6 +5,11 @@ by import string (``service.app:create_app_from_env``) and the settings travel a
 the environment; Prometheus samples are merged across workers through a temporary
 ``PROMETHEUS_MULTIPROC_DIR`` that this launcher creates before any worker starts and
 removes when uvicorn returns.
+
+Security settings (see ``service.security``) come from flags or, for a flag not given,
+from the environment variable named in its help (``SERVICE_...``); the JWT secret comes
+only from ``SERVICE_JWT_SECRET`` or a file, never from the command line, where ``ps``
+would show it. API keys are hashed as they are read: only their digests are kept.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ import argparse
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from service.security import read_key_file
 from service.settings import DEVICES, DTYPES, SETTINGS_ENV, Settings
 
 _METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -117,7 +123,131 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn log level (default: %(default)s)",
     )
     add("--access-log", action="store_true", help="log every request (costs throughput)")
+    _add_security_options(parser)
     return parser
+
+
+#: flag destination -> (environment variable read when the flag is absent, its parser)
+_ENV_OPTIONS: dict[str, tuple[str, Callable[[str], Any]]] = {}
+
+
+def _add_security_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "security",
+        "Without an API key or a JWT key nothing is authenticated: bind 127.0.0.1 (the "
+        "default) or configure one. A flag not given falls back to the variable named.",
+    )
+
+    def add(flag: str, env: str, parse: Callable[[str], Any], help: str, **kw: Any) -> None:
+        dest = flag.removeprefix("--").replace("-", "_")
+        _ENV_OPTIONS[dest] = (env, parse)
+        if kw.get("action") is None:
+            kw["type"] = parse
+        group.add_argument(flag, default=None, help=f"{help} [{env}]", **kw)
+
+    path = {"metavar": "PATH"}
+    add(
+        "--api-keys-sha256",
+        "SERVICE_API_KEYS_SHA256",
+        _digests,
+        "SHA-256 digests (hex) of the accepted API keys, comma-separated",
+        metavar="HEX[,HEX...]",
+    )
+    add(
+        "--api-key-file",
+        "SERVICE_API_KEY_FILE",
+        _file,
+        "a file of accepted API keys, one a line; hashed when read",
+        **path,
+    )
+    add(
+        "--jwt-secret-file",
+        "SERVICE_JWT_SECRET_FILE",
+        _file,
+        "a file holding the HS256 secret (or set SERVICE_JWT_SECRET itself)",
+        **path,
+    )
+    add("--jwt-public-key", "SERVICE_JWT_PUBLIC_KEY_FILE", _file, "RS256 public key, PEM", **path)
+    add("--jwt-audience", "SERVICE_JWT_AUDIENCE", str, "the aud claim tokens must carry")
+    add("--jwt-issuer", "SERVICE_JWT_ISSUER", str, "the iss claim tokens must carry, if set")
+    add(
+        "--auth-inference",
+        "SERVICE_AUTH_INFERENCE",
+        _flag,
+        "require credentials for inference too, not only for model management",
+        action="store_const",
+        const=True,
+    )
+    add(
+        "--rate-limit",
+        "SERVICE_RATE_LIMIT",
+        float,
+        "requests per second per client (API key, token subject or address) on inference "
+        "and management routes; 429 + Retry-After beyond it (default: 0, off)",
+        metavar="RPS",
+    )
+    add(
+        "--rate-burst",
+        "SERVICE_RATE_BURST",
+        int,
+        "requests a client may send at once (default: the rate, rounded up)",
+        metavar="N",
+    )
+    add("--tls-cert", "SERVICE_TLS_CERT", _file, "PEM certificate: serve HTTPS", **path)
+    add("--tls-key", "SERVICE_TLS_KEY", _file, "PEM private key of --tls-cert", **path)
+
+
+def _digests(text: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
+def _file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return path
+
+
+def _flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected 1/true/yes or 0/false/no, got {text!r}")
+
+
+def _security_values(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """The security fields of ``Settings``: flags first, then the environment."""
+    values: dict[str, Any] = {}
+    for dest, (env, parse) in _ENV_OPTIONS.items():
+        value = getattr(args, dest)
+        if value is None and env in environ:
+            try:
+                value = parse(environ[env])
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise ValueError(f"{env}={environ[env]!r}: {exc}") from None
+        values[dest] = value
+    digests = tuple(values["api_keys_sha256"] or ())
+    if (key_file := values["api_key_file"]) is not None:
+        if not (from_file := read_key_file(key_file)):
+            raise ValueError(f"--api-key-file {key_file}: no keys in it")
+        digests += from_file
+    secret = environ.get("SERVICE_JWT_SECRET")
+    if (secret_file := values["jwt_secret_file"]) is not None:
+        secret = secret_file.read_text().strip()
+    public_key = values["jwt_public_key"]
+    return {
+        "api_key_sha256": digests,
+        "jwt_secret": secret or None,
+        "jwt_public_key": public_key.read_text() if public_key is not None else None,
+        "jwt_audience": values["jwt_audience"],
+        "jwt_issuer": values["jwt_issuer"],
+        "auth_inference": bool(values["auth_inference"]),
+        "rate_limit": values["rate_limit"] or 0.0,
+        "rate_burst": values["rate_burst"] or 0,
+        "tls_cert": str(values["tls_cert"]) if values["tls_cert"] else None,
+        "tls_key": str(values["tls_key"]) if values["tls_key"] else None,
+    }
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -134,7 +264,10 @@ def _weights(text: str) -> tuple[str, str]:
     return name, path
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+def parse_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The settings from ``argv`` and, for security flags not given, ``environ``."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -156,8 +289,10 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
             warmup=not args.no_warmup,
             log_level=args.log_level,
             access_log=args.access_log,
+            **_security_values(args, os.environ if environ is None else environ),
         )
         _check_against_registry(settings)
+        _check_security(settings)
     except ValueError as exc:
         parser.error(str(exc))
     return settings
@@ -186,6 +321,16 @@ def _check_against_registry(settings: Settings) -> None:
             f"--device cuda: CUDA is not available (torch {torch.__version__}); "
             "use --device auto or --device cpu"
         )
+
+
+def _check_security(settings: Settings) -> None:
+    """Refuse a JWT key that does not load, or PyJWT missing, before any worker tries."""
+    from service.security import Guard
+
+    try:
+        Guard(settings)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -223,6 +368,11 @@ def _serve(settings: Settings, app: Any, *, factory: bool = False) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_S,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
+        # X-Forwarded-For from 127.0.0.1 would otherwise let any local process pose as
+        # another client, and the rate limits are per client address.
+        proxy_headers=False,
     )
 
 

@@ -5,6 +5,10 @@ pydantic models, so that every bad value is answered with a 4xx whose message na
 field and the value, in one shape for every endpoint: ``{"error": "..."}``. Two APIs share
 the models: this service's own (``/predict``, ``/models``) and a subset of the Open
 Inference Protocol v2 REST API (``/v2/...``, the JSON shapes of Triton and KServe).
+
+Model management routes, and inference routes with ``auth_inference``, pass
+``security.Guard`` first (a route dependency): credentials and rate limits are checked
+before a body is read. ``/openapi.json`` describes the request bodies the routes parse.
 """
 
 from __future__ import annotations
@@ -12,15 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.params import Depends as Dependency
 from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import metrics
+from service import metrics, security
 from service.batching import BatcherClosedError, QueueFullError
 from service.models import (
     REGISTRY,
@@ -32,12 +40,16 @@ from service.models import (
     show,
 )
 from service.runtime import ModelNotLoadedError, ModelRuntime, RequestTimeoutError
+from service.security import AuthError, Guard, RateLimitedError
 from service.settings import Settings
 
 __all__ = ["create_app", "create_app_from_env"]
 
 _VERSION = "1"  # every registered model has one version
 _RESOURCE_SAMPLE_S = 5.0  # how often each worker refreshes its CPU, memory and GPU gauges
+_JSON_TYPES = ("application/json",)  # and any application/*+json
+
+log = logging.getLogger("uvicorn.error")  # uvicorn configures it: our lines join its log
 
 
 class HttpError(Exception):
@@ -58,11 +70,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
+    app.state.guard = Guard(settings)
     app.state.runtime = ModelRuntime(settings)
     app.add_middleware(metrics.RequestMetricsMiddleware)
     for error, handler in _ERROR_HANDLERS.items():
         app.add_exception_handler(error, handler)
     app.include_router(_router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
@@ -74,6 +88,8 @@ def create_app_from_env() -> FastAPI:
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     runtime: ModelRuntime = app.state.runtime
+    if warning := security.exposure_warning(app.state.settings):
+        log.warning("%s", warning)
     # Loading runs beside the server: /health answers and /ready says 503 until it is done.
     background = [
         asyncio.create_task(runtime.start(), name="load-default-models"),
@@ -123,9 +139,20 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
     return _error(exc.status, str(exc), exc.headers)
 
 
+async def _on_auth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AuthError)
+    return _error(exc.status, str(exc), {"WWW-Authenticate": exc.challenge})
+
+
+async def _on_rate_limited(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimitedError)
+    return _error(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+
 async def _on_queue_full(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, QueueFullError)
-    return _error(503, f"server busy: {exc}; retry after 1 s", {"Retry-After": "1"})
+    retry = exc.retry_after_s
+    return _error(503, f"server busy: {exc}; retry after {retry} s", {"Retry-After": str(retry)})
 
 
 async def _on_starlette_error(request: Request, exc: Exception) -> Response:
@@ -151,6 +178,8 @@ _ERROR_HANDLERS: dict[type[Exception], _Handler] = {
     **dict.fromkeys(_DOMAIN_STATUS, _on_domain_error),
     HttpError: _on_http_error,
     QueueFullError: _on_queue_full,
+    AuthError: _on_auth_error,
+    RateLimitedError: _on_rate_limited,
     StarletteHTTPException: _on_starlette_error,
     RequestValidationError: _on_validation_error,
     Exception: _on_unexpected_error,
@@ -161,7 +190,9 @@ _ERROR_HANDLERS: dict[type[Exception], _Handler] = {
 
 
 async def _read_json(request: Request, *, optional: bool = False) -> Any:
-    """The parsed body; 413 past the size limit, checked before anything is parsed."""
+    """The parsed body; 415 for a declared type other than JSON, 413 past the size limit,
+    both checked before anything is parsed. A body without Content-Type is read as JSON."""
+    _check_content_type(request.headers.get("content-type"))
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -180,6 +211,15 @@ async def _read_json(request: Request, *, optional: bool = False) -> Any:
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise HttpError(400, f"body: malformed JSON: {reason}") from None
+
+
+def _check_content_type(declared: str | None) -> None:
+    if declared is None:
+        return
+    media = declared.partition(";")[0].strip().lower()
+    if media in _JSON_TYPES or (media.startswith("application/") and media.endswith("+json")):
+        return
+    raise HttpError(415, f"Content-Type: expected application/json, got {show(declared)}")
 
 
 def _too_large(size: int, limit: int) -> HttpError:
@@ -234,13 +274,51 @@ def _examples(spec: ModelSpec, inputs: Any, limit: int) -> list[list[Any]]:
     return [spec.check_example(example, f"inputs[{i}]") for i, example in enumerate(inputs)]
 
 
+# --- authentication and rate limits ---------------------------------------------------------
+
+_API_KEY = APIKeyHeader(
+    name=security.API_KEY_HEADER,
+    auto_error=False,
+    description="an API key, when the service has API keys configured",
+)
+_BEARER = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="a JWT (HS256 or RS256), when the service has a JWT key configured",
+)
+
+
+def _guarded(right: str) -> list[Dependency]:
+    """The route dependency that lets a request on only if ``Guard.check`` says so."""
+
+    async def guard(
+        request: Request,
+        # Declared so that /openapi.json documents the schemes; the guard reads the
+        # headers itself, so that its messages can say what is wrong with them.
+        _key: Annotated[str | None, Security(_API_KEY)] = None,
+        _token: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)] = None,
+    ) -> None:
+        peer = request.client.host if request.client else "unknown"
+        _guard(request).check(right, peer, request.headers)
+
+    return [Depends(guard)]
+
+
+def _guard(request: Request) -> Guard:
+    guard: Guard = request.app.state.guard
+    return guard
+
+
+_MANAGE = _guarded(security.MANAGE)
+_INFER = _guarded(security.INFER)
+
 # --- the service's own API ----------------------------------------------------------------
 
 _router = APIRouter()
 
 
 # Routes match in the order they are declared: the hot path first.
-@_router.post("/predict")
+@_router.post("/predict", dependencies=_INFER)
 async def predict(request: Request) -> JSONResponse:
     body = _object(await _read_json(request), "body")
     spec = _model_spec(body, "model")
@@ -285,24 +363,24 @@ async def list_models(request: Request) -> JSONResponse:
     return JSONResponse({"models": [runtime.describe(name) for name in REGISTRY]})
 
 
-@_router.post("/models/load")
+@_router.post("/models/load", dependencies=_MANAGE)
 async def load_model(request: Request) -> JSONResponse:
     body = _object(await _read_json(request), "body")
     return await _load(request, _model_spec(body, "name").name)
 
 
-@_router.post("/models/unload")
+@_router.post("/models/unload", dependencies=_MANAGE)
 async def unload_model(request: Request) -> JSONResponse:
     body = _object(await _read_json(request), "body")
     return await _unload(request, _model_spec(body, "name").name)
 
 
-@_router.post("/models/{name}/load")
+@_router.post("/models/{name}/load", dependencies=_MANAGE)
 async def load_model_by_path(name: str, request: Request) -> JSONResponse:
     return await _load(request, name)
 
 
-@_router.post("/models/{name}/unload")
+@_router.post("/models/{name}/unload", dependencies=_MANAGE)
 async def unload_model_by_path(name: str, request: Request) -> JSONResponse:
     return await _unload(request, name)
 
@@ -360,7 +438,7 @@ async def v2_model_ready(name: str, request: Request) -> JSONResponse:
     return JSONResponse({"name": name, "ready": loaded}, status_code=200 if loaded else 503)
 
 
-@_router.post("/v2/models/{name}/infer")
+@_router.post("/v2/models/{name}/infer", dependencies=_INFER)
 async def v2_infer(name: str, request: Request) -> JSONResponse:
     spec = get_spec(name)
     body = _object(await _read_json(request), "body")
@@ -440,11 +518,105 @@ async def v2_repository_index(request: Request) -> JSONResponse:
     return JSONResponse(index)
 
 
-@_router.post("/v2/repository/models/{name}/load")
+@_router.post("/v2/repository/models/{name}/load", dependencies=_MANAGE)
 async def v2_repository_load(name: str, request: Request) -> JSONResponse:
     return await _load(request, name)
 
 
-@_router.post("/v2/repository/models/{name}/unload")
+@_router.post("/v2/repository/models/{name}/unload", dependencies=_MANAGE)
 async def v2_repository_unload(name: str, request: Request) -> JSONResponse:
     return await _unload(request, name)
+
+
+# --- the OpenAPI document -----------------------------------------------------------------
+# The routes parse their bodies themselves (see the module docstring), so FastAPI knows
+# nothing of them: the request bodies and model names are described here, from the registry
+# and the settings, for clients and for the fuzz tests that generate requests from them.
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        settings: Settings = app.state.settings
+        for (path, method), body in _request_bodies(settings.max_examples).items():
+            document["paths"][path][method]["requestBody"] = body
+        for operations in document["paths"].values():
+            for operation in operations.values():
+                for parameter in operation.get("parameters", ()):
+                    if parameter["in"] == "path" and parameter["name"] == "name":
+                        parameter["schema"] = {"type": "string", "enum": list(REGISTRY)}
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
+def _request_bodies(max_examples: int) -> dict[tuple[str, str], dict[str, Any]]:
+    name = {"type": "object", "required": ["name"], "properties": {"name": _model_names()}}
+    return {
+        ("/predict", "post"): _json_body(_predict_schema(max_examples)),
+        ("/models/load", "post"): _json_body(name),
+        ("/models/unload", "post"): _json_body(name),
+        ("/v2/models/{name}/infer", "post"): _json_body(_v2_infer_schema(max_examples)),
+        ("/v2/repository/index", "post"): _json_body(
+            {"type": "object", "properties": {"ready": {"type": "boolean"}}}, required=False
+        ),
+    }
+
+
+def _json_body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+def _model_names() -> dict[str, Any]:
+    return {"type": "string", "enum": list(REGISTRY)}
+
+
+def _predict_schema(max_examples: int) -> dict[str, Any]:
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["model", "inputs"],
+                "properties": {
+                    "model": {"const": spec.name},
+                    "inputs": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": max_examples,
+                        "items": spec.example_schema(),
+                    },
+                },
+            }
+            for spec in REGISTRY.values()
+        ]
+    }
+
+
+def _v2_infer_schema(max_examples: int) -> dict[str, Any]:
+    # data must hold shape[0] * shape[1] values: beyond JSON Schema, checked by the route.
+    value = {"anyOf": [dict(spec.value_schema) for spec in REGISTRY.values()]}
+    tensor = {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"const": "input"},
+            "datatype": {"enum": sorted({spec.input.datatype for spec in REGISTRY.values()})},
+            "shape": {
+                "type": "array",
+                "prefixItems": [
+                    {"type": "integer", "minimum": 1, "maximum": max_examples},
+                    {"type": "integer", "minimum": 1},
+                ],
+                "minItems": 2,
+                "maxItems": 2,
+            },
+            "data": {"type": "array", "items": value},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": tensor},
+        },
+    }

@@ -4,8 +4,12 @@ A batcher lives on the event loop. The first example to arrive waits at most
 ``max_delay_s`` for others to fill a batch of ``max_batch_size`` examples; the batch then
 runs in the batcher's own thread, so the loop keeps accepting (and turning away) requests
 while it computes, and examples that arrive meanwhile form the next batch. The queue is
-bounded: a request that does not fit is refused at once with ``QueueFullError`` instead of
-waiting behind work the server cannot finish in time.
+bounded twice: a request is refused at once with ``QueueFullError`` instead of waiting
+behind work the server cannot finish in time when it does not fit in ``max_queue``
+examples, or when the work ahead of it is expected to take longer than ``max_wait_s``
+(the request timeout: it would only time out). The expectation is the examples ahead times
+a moving average of the seconds per example of recent batches; a count alone would let a
+slow model's queue grow far past the timeout.
 
 Knows nothing of torch or HTTP: ``compute`` maps a list of examples to one output each.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -27,6 +32,7 @@ __all__ = [
     "BatcherClosedError",
     "DynamicBatcher",
     "QueueFullError",
+    "QueueTooSlowError",
 ]
 
 In = TypeVar("In")
@@ -36,12 +42,26 @@ Out = TypeVar("Out")
 class QueueFullError(Exception):
     """The batcher's queue cannot take the request now; retrying later may succeed."""
 
-    def __init__(self, name: str, depth: int, limit: int) -> None:
+    def __init__(self, name: str, depth: int, limit: int, *, retry_after_s: int = 1) -> None:
         super().__init__(
             f"the queue of model {name!r} is full ({depth} examples waiting, limit {limit})"
         )
         self.depth = depth
         self.limit = limit
+        self.reason = "queue_full"
+        self.retry_after_s = retry_after_s
+
+
+class QueueTooSlowError(QueueFullError):
+    """The work queued ahead would outlast the request's time limit."""
+
+    def __init__(self, name: str, depth: int, expected_s: float, limit_s: float) -> None:
+        super().__init__(name, depth, 0, retry_after_s=max(1, math.ceil(expected_s - limit_s)))
+        self.args = (
+            f"the queue of model {name!r} ({depth} examples waiting) is expected to take "
+            f"{expected_s:.1f} s, over the request timeout of {limit_s:g} s",
+        )
+        self.reason = "queue_wait"
 
 
 class BatcherClosedError(Exception):
@@ -52,7 +72,12 @@ class BatcherClosedError(Exception):
 class BatchPolicy:
     max_batch_size: int
     max_delay_s: float
-    max_queue: int
+    max_queue: int  # examples
+    max_wait_s: float = math.inf  # expected queueing a request is admitted to
+
+
+#: weight of the newest batch in the moving average of seconds per example
+_COST_SMOOTHING = 0.2
 
 
 class BatchObserver(Protocol):
@@ -60,7 +85,7 @@ class BatchObserver(Protocol):
 
     def on_depth(self, depth: int) -> None: ...
 
-    def on_rejected(self) -> None: ...
+    def on_rejected(self, reason: str) -> None: ...
 
     def on_batch_start(self, waits: Sequence[float]) -> None: ...
 
@@ -71,7 +96,7 @@ class _NoObserver:
     def on_depth(self, depth: int) -> None:
         pass
 
-    def on_rejected(self) -> None:
+    def on_rejected(self, reason: str) -> None:
         pass
 
     def on_batch_start(self, waits: Sequence[float]) -> None:
@@ -106,6 +131,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue: deque[_Item] = deque()
         self._waiting = 0  # examples queued and not yet taken into a batch
         self._in_flight: list[_Item] = []
+        self._in_flight_examples = 0
+        self._seconds_per_example: float | None = None  # moving average; None before a batch
         self._arrived = asyncio.Event()
         # One thread: two forward passes of one model at once would only fight for cores.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"batcher-{name}")
@@ -134,11 +161,25 @@ class DynamicBatcher(Generic[In, Out]):
             raise
         return [output for result in results for output in result]
 
+    def expected_wait_s(self, count: int) -> float:
+        """Seconds until ``count`` more examples would be computed, from recent batches."""
+        if self._seconds_per_example is None:
+            return 0.0
+        ahead = self._waiting + self._in_flight_examples + count
+        return ahead * self._seconds_per_example
+
     def _admit(self, count: int) -> None:
         # An empty queue takes any request, so one larger than max_queue is not starved.
-        if self._waiting and self._waiting + count > self._policy.max_queue:
-            self._observer.on_rejected()
-            raise QueueFullError(self.name, self._waiting, self._policy.max_queue)
+        if not self._waiting:
+            return
+        error: QueueFullError | None = None
+        if self._waiting + count > self._policy.max_queue:
+            error = QueueFullError(self.name, self._waiting, self._policy.max_queue)
+        elif (expected := self.expected_wait_s(count)) > self._policy.max_wait_s:
+            error = QueueTooSlowError(self.name, self._waiting, expected, self._policy.max_wait_s)
+        if error is not None:
+            self._observer.on_rejected(error.reason)
+            raise error
 
     def _enqueue(self, examples: Sequence[In]) -> list[_Item]:
         loop = asyncio.get_running_loop()
@@ -217,23 +258,33 @@ class DynamicBatcher(Generic[In, Out]):
         started = time.monotonic()
         self._observer.on_batch_start([started - item.enqueued_at for item in batch])
         examples = [example for item in batch for example in item.examples]
-        self._in_flight = batch
+        self._in_flight, self._in_flight_examples = batch, len(examples)
         loop = asyncio.get_running_loop()
         try:
             outputs = await loop.run_in_executor(self._executor, self._compute, examples)
         except Exception as exc:
-            self._in_flight = []
+            self._in_flight, self._in_flight_examples = [], 0
             _settle(batch, exc)
             return
         # Not in a finally: when close() cancels this task, it settles _in_flight itself.
-        self._in_flight = []
-        self._observer.on_batch_done(len(examples), len(batch), time.monotonic() - started)
+        self._in_flight, self._in_flight_examples = [], 0
+        elapsed = time.monotonic() - started
+        self._note_cost(elapsed / len(examples))
+        self._observer.on_batch_done(len(examples), len(batch), elapsed)
         offset = 0
         for item in batch:
             count = len(item.examples)
             if not item.future.done():
                 item.future.set_result(outputs[offset : offset + count])
             offset += count
+
+    def _note_cost(self, seconds_per_example: float) -> None:
+        previous = self._seconds_per_example
+        self._seconds_per_example = (
+            seconds_per_example
+            if previous is None
+            else previous + _COST_SMOOTHING * (seconds_per_example - previous)
+        )
 
     async def close(self) -> None:
         """Stop batching; requests still waiting fail with ``BatcherClosedError``."""

@@ -114,7 +114,8 @@ _QUEUE_DEPTH = Gauge(
 )
 _REJECTED = Counter(
     "service_rejected_requests",
-    "Requests turned away at once (503 with Retry-After), apart from errors",
+    "Requests turned away at once (503 with Retry-After): queue_full (max_queue examples "
+    "waiting) or queue_wait (the queue would outlast the request timeout)",
     ["model", "reason"],
     registry=_REGISTRY,
 )
@@ -168,13 +169,13 @@ class ModelMetrics:
         self._compute_seconds = _COMPUTE_SECONDS.labels(model)
         self._batch_size = _BATCH_SIZE.labels(model)
         self._depth = _QUEUE_DEPTH.labels(model)
-        self._rejected = _REJECTED.labels(model, "queue_full")
+        self._model = model
 
     def on_depth(self, depth: int) -> None:
         self._depth.set(depth)
 
-    def on_rejected(self) -> None:
-        self._rejected.inc()
+    def on_rejected(self, reason: str) -> None:
+        _REJECTED.labels(self._model, reason).inc()
 
     def on_batch_start(self, waits: Sequence[float]) -> None:
         for wait in waits:

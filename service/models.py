@@ -54,7 +54,8 @@ class UnknownModelError(LookupError):
     """A model name that is not registered."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(f"unknown model {name!r}; registered models: {', '.join(REGISTRY)}")
+        # show(): the name comes from a request and may be a megabyte long.
+        super().__init__(f"unknown model {show(name)}; registered models: {', '.join(REGISTRY)}")
         self.name = name
 
     def __str__(self) -> str:
@@ -108,6 +109,7 @@ class ModelSpec:
     max_length: int
     element: str  # what one element of an example is, for error messages
     check_values: Callable[[Sequence[Any], str], list[Any]]
+    value_schema: Mapping[str, Any]  # JSON Schema of one element: what check_values accepts
     build: Callable[[], nn.Module]
     collate: Callable[[Sequence[Sequence[Any]], Placement], tuple[torch.Tensor, ...]]
     warmup_length: int  # of the examples warm-up batches are made of
@@ -120,6 +122,15 @@ class ModelSpec:
             )
         self.check_length(len(example), where)
         return self.check_values(example, where)
+
+    def example_schema(self) -> dict[str, Any]:
+        """JSON Schema of one example, for ``/openapi.json``: what ``check_example`` accepts."""
+        return {
+            "type": "array",
+            "minItems": self.min_length,
+            "maxItems": self.max_length,
+            "items": dict(self.value_schema),
+        }
 
     def check_length(self, length: int, where: str) -> None:
         if self.min_length <= length <= self.max_length:
@@ -150,7 +161,11 @@ def _check_features(values: Sequence[Any], where: str) -> list[Any]:
 
 
 def _check_token_ids(values: Sequence[Any], where: str) -> list[Any]:
+    ids = []
     for j, value in enumerate(values):
+        # JSON has one number type: 5.0 and 5e0 are the integer 5, as JSON Schema says.
+        if type(value) is float and value.is_integer():
+            value = int(value)
         if type(value) is not int:
             raise InvalidInputError(
                 f"{where}[{j}]: expected an integer token id, got {show(value)}"
@@ -159,7 +174,8 @@ def _check_token_ids(values: Sequence[Any], where: str) -> list[Any]:
             raise InvalidInputError(
                 f"{where}[{j}]: token id {value} is out of range 0..{VOCAB_SIZE - 1}"
             )
-    return list(values)
+        ids.append(value)
+    return ids
 
 
 class MlpClassifier(nn.Module):
@@ -242,6 +258,7 @@ MLP = ModelSpec(
     max_length=MLP_FEATURES,
     element="number",
     check_values=_check_features,
+    value_schema={"type": "number", "minimum": -_FLOAT32_MAX, "maximum": _FLOAT32_MAX},
     build=MlpClassifier,
     collate=_collate_features,
     warmup_length=MLP_FEATURES,
@@ -259,6 +276,7 @@ ENCODER = ModelSpec(
     max_length=ENCODER_MAX_TOKENS,
     element="token id",
     check_values=_check_token_ids,
+    value_schema={"type": "integer", "minimum": 0, "maximum": VOCAB_SIZE - 1},
     build=TextEncoder,
     collate=_collate_token_ids,
     # Short sequences are what load tests send; warming longer ones costs start-up time.

@@ -89,7 +89,10 @@ class ModelRuntime:
         self.placement = Placement(self.device, getattr(torch, settings.dtype))
         _configure_threads(settings, self.device)
         self._policy = BatchPolicy(
-            settings.max_batch_size, settings.max_queue_delay_s, settings.max_queue
+            settings.max_batch_size,
+            settings.max_queue_delay_s,
+            settings.max_queue,
+            max_wait_s=settings.request_timeout_s,  # beyond it a request would only time out
         )
         self._loaded: dict[str, _Loaded] = {}
         self._locks = {name: asyncio.Lock() for name in REGISTRY}

@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 from service_harness import FAST, AsgiService, ServiceProcess, asgi_service, service_process
 
 MakeService = Callable[..., AsgiService]
+_HYPOTHESIS_HOME = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Hypothesis's pytest plugin caches the constants of local modules in ./.hypothesis as
+    # soon as it collects a @given test (test_service_fuzz): keep the checkout clean.
+    if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+        config.stash[_HYPOTHESIS_HOME] = tempfile.mkdtemp(prefix="perfgate-hypothesis-")
+        set_hypothesis_home_dir(config.stash[_HYPOTHESIS_HOME])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if home := config.stash.get(_HYPOTHESIS_HOME, None):
+        set_hypothesis_home_dir(None)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

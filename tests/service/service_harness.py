@@ -15,6 +15,7 @@ import functools
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -134,11 +135,21 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def service_process(
-    log: Path, *args: str, env: Mapping[str, str] | None = None
+    log: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    host: str | None = "127.0.0.1",
+    https_cert: Path | None = None,
 ) -> Iterator[ServiceProcess]:
-    """``python -m service ARGS`` until ready; stopped (with its workers) on exit."""
+    """``python -m service ARGS`` until ready; stopped (with its workers) on exit.
+
+    ``host`` None leaves ``--host`` out (the service's default); ``https_cert``: the
+    service serves HTTPS with this certificate (give ``--tls-cert``/``--tls-key`` in ARGS),
+    which the readiness check trusts.
+    """
     port = free_port()
-    command = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), *args]
+    bind = ["--host", host] if host is not None else []
+    command = [sys.executable, "-m", "service", *bind, "--port", str(port), *args]
     started = time.monotonic()
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -150,20 +161,28 @@ def service_process(
             start_new_session=True,
         )
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_until_ready(url, process, log)
+        url = f"{'https' if https_cert else 'http'}://127.0.0.1:{port}"
+        verify = trusting(https_cert) if https_cert else True
+        _wait_until_ready(url, process, log, verify)
         yield ServiceProcess(url, process, log, time.monotonic() - started)
     finally:
         stop(process)
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+def trusting(cert: Path) -> ssl.SSLContext:
+    """An SSL context that trusts ``cert`` (httpx's ``verify``; a path there is deprecated)."""
+    return ssl.create_default_context(cafile=str(cert))
+
+
+def _wait_until_ready(
+    url: str, process: subprocess.Popen[bytes], log: Path, verify: ssl.SSLContext | bool
+) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the service exited with {process.returncode}:\n{log.read_text()}")
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/ready", timeout=1.0, verify=verify).status_code == 200:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"the service was not ready in {READY_TIMEOUT_S:g} s:\n{log.read_text()}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from service.batching import (
     BatchPolicy,
     DynamicBatcher,
     QueueFullError,
+    QueueTooSlowError,
 )
 
 T = TypeVar("T")
@@ -28,6 +30,7 @@ class Recorder:
     depths: list[int] = field(default_factory=list)
     waits: list[float] = field(default_factory=list)
     rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
     delay_s: float = 0.0
 
     def compute(self, examples: list[int]) -> list[int]:
@@ -40,8 +43,9 @@ class Recorder:
     def on_depth(self, depth: int) -> None:
         self.depths.append(depth)
 
-    def on_rejected(self) -> None:
+    def on_rejected(self, reason: str) -> None:
         self.rejected += 1
+        self.reasons.append(reason)
 
     def on_batch_start(self, waits: Sequence[float]) -> None:
         self.waits.extend(waits)
@@ -56,12 +60,13 @@ def run_with_batcher(
     max_batch_size: int = 8,
     max_delay_s: float = 0.05,
     max_queue: int = 64,
+    max_wait_s: float = float("inf"),
     delay_s: float = 0.0,
 ) -> tuple[T, Recorder]:
     recorder = Recorder(delay_s=delay_s)
 
     async def main() -> T:
-        policy = BatchPolicy(max_batch_size, max_delay_s, max_queue)
+        policy = BatchPolicy(max_batch_size, max_delay_s, max_queue, max_wait_s)
         batcher = DynamicBatcher("fake", recorder.compute, policy, recorder)
         batcher.start()
         try:
@@ -125,6 +130,32 @@ def test_a_full_queue_refuses_a_request_at_once() -> None:
     answer, recorder = run_with_batcher(test, max_queue=3, max_delay_s=0.05)
     assert answer == [2, 4]
     assert recorder.rejected == 1
+
+
+def test_a_queue_expected_to_outlast_the_timeout_refuses_a_request_at_once() -> None:
+    async def test(batcher: DynamicBatcher[int, int], _: Recorder) -> Any:
+        await batcher.submit([0])  # one batch teaches the batcher 0.1 s per example
+        computing = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0.02)  # in its forward pass
+        waiting = asyncio.ensure_future(batcher.submit([2, 3]))
+        await asyncio.sleep(0)
+        # 1 computing + 2 waiting + 1 new, at 0.1 s or more each (a loaded machine sleeps long)
+        assert batcher.expected_wait_s(1) >= 0.4
+        with pytest.raises(QueueTooSlowError) as refused:
+            await batcher.submit([4, 5, 6, 7])  # 0.7 s or more > 0.35 s
+        assert re.fullmatch(
+            r"the queue of model 'fake' \(2 examples waiting\) is expected to take "
+            r"\d+\.\d s, over the request timeout of 0.35 s",
+            str(refused.value),
+        )
+        assert refused.value.retry_after_s >= 1
+        return await asyncio.gather(computing, waiting)
+
+    answers, recorder = run_with_batcher(
+        test, max_delay_s=0.0, delay_s=0.1, max_wait_s=0.35, max_batch_size=1
+    )
+    assert answers == [[2], [4, 6]]
+    assert recorder.reasons == ["queue_wait"]
 
 
 def test_an_empty_queue_takes_a_request_larger_than_its_bound() -> None:
