@@ -91,9 +91,17 @@ BUDGET_HELP: Mapping[str, str] = {
     "min_rps": "throughput must reach at least this many requests per second",
     "gpu_mem_mb": "peak GPU memory used during the run must stay below this many MB",
     "gpu_util_min": "mean GPU utilisation during the run must reach this many percent",
+    "hard_error_rate": "share of requests failing other than by a 429/503 (5xx, timeouts, "
+    "no answer) must stay below this fraction",
+    "recovery_s": "after the peak stage of a shape, the P95 must be back within 20 % (+10 ms) "
+    "of its level before the spike within this many seconds",
+    "rss_growth_mb": "the service's resident memory may grow by at most this many MB over the "
+    "run (its /metrics)",
     "severity": "'block' fails the test on a breach, 'warn' only reports it",
 }
 BUDGET_KEYS = tuple(BUDGET_HELP)
+#: budgets on figures of the whole run (not of an endpoint's response times)
+RUN_FIGURES = ("gpu_mem_mb", "gpu_util_min", "hard_error_rate", "recovery_s", "rss_growth_mb")
 _LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms")
 
 
@@ -110,6 +118,9 @@ class Budget:
     min_rps: float | None = None
     gpu_mem_mb: float | None = None
     gpu_util_min: float | None = None
+    hard_error_rate: float | None = None
+    recovery_s: float | None = None
+    rss_growth_mb: float | None = None
     severity: Severity = "block"
     #: allowances relative to a baseline, ``{"p95_regression": 0.10}`` (see ``baseline``);
     #: judged only when a run is compared with a baseline
@@ -195,6 +206,12 @@ def budget_from_mapping(data: object, where: str) -> Budget:
             values["gpu_mem_mb"] = _number(value, here, "a number of megabytes")
         elif key == "gpu_util_min":
             values["gpu_util_min"] = _number(value, here, "a utilisation in percent")
+        elif key == "hard_error_rate":
+            values["hard_error_rate"] = _fraction(value, here)
+        elif key == "recovery_s":
+            values["recovery_s"] = parse_duration(value, here)
+        elif key == "rss_growth_mb":
+            values["rss_growth_mb"] = _number(value, here, "a number of megabytes")
         else:
             name = "avg_ms" if key == "mean_ms" else key
             if name in values:
@@ -432,9 +449,11 @@ def _scenario(
         for ep, b in endpoints_raw.items()
     }
     for ep, b in endpoint_budgets.items():
-        if b.gpu_mem_mb is not None or b.gpu_util_min is not None:
+        run_level = sorted(set(b.limits()) & set(RUN_FIGURES))
+        if run_level:
             raise ConfigError(
-                f"{where}.endpoints.{ep}", "GPU budgets apply to the whole run: put them in budgets"
+                f"{where}.endpoints.{ep}",
+                f"{', '.join(run_level)} apply to the whole run: put them in budgets",
             )
     tasks_raw = merged.get("tasks", [])
     if not isinstance(tasks_raw, list):

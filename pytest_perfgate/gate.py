@@ -20,7 +20,17 @@ from typing import Protocol
 
 import httpx
 
-from . import analysis, baseline, report, runner, sequential, stats, telemetry, verdict
+from . import (
+    analysis,
+    baseline,
+    report,
+    resilience,
+    runner,
+    sequential,
+    stats,
+    telemetry,
+    verdict,
+)
 from .config import Budget, Scenario, Thresholds, load_thresholds
 from .options import OPTIONS, Settings, resolve
 from .service_process import ManagedService, ServiceError
@@ -234,7 +244,14 @@ class Gate:
             scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
             min_samples=scenario.min_samples, invalid_reasons=problems,
             inconclusive=self.settings.inconclusive, extra_checks=regressions,
-            resources=gpu.figures() if gpu else None,
+            figures={
+                **(gpu.figures() if gpu else {}),
+                "hard_error_rate": resilience.hard_error_rate(measured),
+                "recovery_s": resilience.recovery_seconds(
+                    raw.samples, scenario.shape, scenario.warmup_s
+                ),
+                "rss_growth_mb": resilience.rss_growth_mb(before, after),
+            },
         )  # fmt: skip
         found = analysis.analyze(
             run_stats, raw.history, failures=measured, server_metrics_before=before,

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import Budget
+from .config import RUN_FIGURES, Budget
 from .stats import (
     QUANTILES,
     TOTAL,
@@ -65,6 +65,9 @@ _LABELS = {
     "min_rps": "",
     "gpu_mem_mb": "GPU memory",
     "gpu_util_min": "GPU utilisation",
+    "hard_error_rate": "hard error rate",
+    "recovery_s": "recovery after the spike",
+    "rss_growth_mb": "service memory growth",
     "p50_regression": "p50 vs baseline",
     "p95_regression": "p95 vs baseline",
     "p99_regression": "p99 vs baseline",
@@ -186,8 +189,12 @@ class Check:
             return f"{_format_percent(value)} %"
         if self.metric == "min_rps":
             return f"{_format_rps(value)} req/s"
-        if self.metric == "gpu_mem_mb":
+        if self.metric in ("gpu_mem_mb", "rss_growth_mb"):
             return f"{format_count(round(value))} MB"
+        if self.metric == "hard_error_rate":
+            return f"{_format_percent(value)} %"
+        if self.metric == "recovery_s":
+            return "never" if math.isinf(value) else f"{value:.0f} s"
         if self.metric == "gpu_util_min":
             return f"{value:.0f} %"
         return f"{format_ms(value)} ms"
@@ -228,14 +235,23 @@ def _interval_outcome(ci: tuple[float, float], limit: float) -> Outcome:
     return Outcome.INCONCLUSIVE
 
 
-def _resource_check(
+_ABSENT = {
+    "gpu_mem_mb": "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none",
+    "gpu_util_min": "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none",
+    "hard_error_rate": "no request was made",
+    "recovery_s": "no recovery to measure: it needs a shape with stages before and after "
+    "its peak, and requests before the peak",
+    "rss_growth_mb": "the service's /metrics has no service_process_resident_memory_bytes",
+}
+
+
+def _run_figure_check(
     scenario: str, metric: str, limit: float, observed: float | None, n: int, severity: str
 ) -> Check:
-    """GPU figures: a point comparison; absent figures (no GPU) make the check INVALID."""
+    """A figure of the whole run against its limit; an absent figure makes it INVALID."""
     if observed is None:
-        reason = "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none"
         return Check(scenario, TOTAL, metric, limit, None, 0, Outcome.INVALID, severity,
-                     reason=reason)  # fmt: skip
+                     reason=_ABSENT[metric])  # fmt: skip
     breach = observed < limit if metric in _AT_LEAST else observed > limit
     return Check(scenario, TOTAL, metric, limit, observed, n,
                  Outcome.FAIL if breach else Outcome.PASS, severity)  # fmt: skip
@@ -243,12 +259,12 @@ def _resource_check(
 
 def _check(
     scenario: str, endpoint: str, metric: str, limit: float, row: EndpointStats | None,
-    severity: str, resources: Mapping[str, float | None],
+    severity: str, figures: Mapping[str, float | None],
 ) -> Check:  # fmt: skip
     """Judge one budgeted metric of one row (see the module docstring for the rules)."""
-    if metric in ("gpu_mem_mb", "gpu_util_min"):
+    if metric in RUN_FIGURES:
         n = row.requests if row is not None else 0
-        return _resource_check(scenario, metric, limit, resources.get(metric), n, severity)
+        return _run_figure_check(scenario, metric, limit, figures.get(metric), n, severity)
     if row is None or row.requests == 0:
         reason = "no request was made" if endpoint == TOTAL else "the endpoint got no request"
         return Check(scenario, endpoint, metric, limit, None, 0, Outcome.INVALID, severity,
@@ -379,15 +395,16 @@ def evaluate(
     invalid_reasons: Sequence[str] = (),
     inconclusive: str = "auto",
     extra_checks: Sequence[Check] = (),
-    resources: Mapping[str, float | None] | None = None,
+    figures: Mapping[str, float | None] | None = None,
 ) -> Verdict:
     """Compare every budget with its measurement and decide the scenario's outcome.
 
     ``inconclusive`` is what an INCONCLUSIVE scenario does to the test: ``"fail"``,
     ``"warn"`` (pass, and say so), ``"pass"``, or ``"auto"`` (fail only where the point
     estimate breaches the budget). Each undecided check also becomes a note in
-    ``reasons`` saying about how many more samples would decide it. ``resources`` holds
-    the observed GPU figures by budget key (``None``: absent, so such a budget is INVALID).
+    ``reasons`` saying about how many more samples would decide it. ``figures`` holds the
+    run-level figures by budget key (``config.RUN_FIGURES``: GPU, hard errors, recovery,
+    memory growth); ``None`` is absent, so a budget on it is INVALID.
     """
     if inconclusive not in INCONCLUSIVE_POLICIES:
         raise ValueError(
@@ -395,9 +412,9 @@ def evaluate(
             f"got {inconclusive!r}"
         )
     budgets: list[tuple[str, Budget]] = [(TOTAL, budget), *endpoint_budgets.items()]
-    row_resources = resources or {}
+    run_figures = figures or {}
     own = tuple(
-        _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity, row_resources)
+        _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity, run_figures)
         for endpoint, b in budgets
         for metric, limit in b.limits().items()
     )
@@ -413,12 +430,12 @@ def evaluate(
         c.reason for c in extra_checks if c.outcome is Outcome.INVALID and c.blocking
     )
     reasons += dict.fromkeys(
-        c.reason for c in own if c.metric.startswith("gpu_") and c.outcome is Outcome.INVALID
+        c.reason for c in own if c.metric in RUN_FIGURES and c.outcome is Outcome.INVALID
         and c.blocking
     )  # fmt: skip
     missing = {
         c.endpoint for c in own
-        if c.outcome is Outcome.INVALID and c.blocking and not c.metric.startswith("gpu_")
+        if c.outcome is Outcome.INVALID and c.blocking and c.metric not in RUN_FIGURES
     }  # fmt: skip
     if reasons:  # "only 0 samples" already says that the total got nothing
         missing.discard(TOTAL)

@@ -162,3 +162,43 @@ def test_a_missing_baseline_is_named_before_any_load_runs(pytester: pytest.Pytes
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*baseline 'nope': no such baseline*"])
     assert not list((pytester.path / "results" / "load_tests").glob("*_light.json"))
+
+
+def spike_thresholds(extra_server_args: str) -> str:
+    return textwrap.dedent(
+        f"""
+        service:
+          command: '{{python}} {DELAY_SERVER} --port {{port}} --delay-ms 5 {extra_server_args}'
+          ready_path: /health
+        scenarios:
+          spike:
+            users: 30
+            wait_time: [0.02, 0.05]
+            duration: 12s
+            warmup: 1s
+            min_samples: 20
+            tasks:
+              - {{method: GET, path: /fast}}
+            shape:
+              type: spike
+              stages:
+                - {{until: 4s, users: 3, spawn_rate: 3}}
+                - {{until: 7s, users: 30, spawn_rate: 30}}
+                - {{until: 12s, users: 3, spawn_rate: 30}}
+            budgets: {{error_rate: 0.5, hard_error_rate: 0, recovery_s: 4}}
+        """
+    )
+
+
+def test_a_spike_is_judged_on_hard_errors_and_recovery(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", thresholds=spike_thresholds(""))
+    run(pytester, "-m", "load_spike").assert_outcomes(passed=1)
+    (path,) = (pytester.path / "results" / "load_tests").glob("*_spike.json")
+    checks = {c["metric"]: c for c in json.loads(path.read_text())["budgets"]}
+    assert checks["hard_error_rate"]["observed"] == 0
+    assert checks["recovery_s"]["observed"] <= 4
+
+    pytester.makefile(".yaml", thresholds=spike_thresholds("--error-rate 0.1"))
+    result = run(pytester, "-m", "load_spike")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*spike: Total hard error rate * % > budget 0.00 %*"])

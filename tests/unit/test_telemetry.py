@@ -73,7 +73,7 @@ def stats_of(n: int = 100):  # type: ignore[no-untyped-def]
 
 def test_a_gpu_budget_without_telemetry_is_invalid_and_says_why() -> None:
     verdict = evaluate("light", Budget(gpu_mem_mb=2000), {}, stats_of(),
-                       resources=GpuTelemetry(None, ()).figures())  # fmt: skip
+                       figures=GpuTelemetry(None, ()).figures())  # fmt: skip
     assert verdict.outcome is Outcome.INVALID
     (check,) = verdict.checks
     assert check.message() == (
@@ -85,7 +85,7 @@ def test_a_gpu_budget_without_telemetry_is_invalid_and_says_why() -> None:
 def test_gpu_budgets_compare_the_peak_memory_and_the_mean_utilisation() -> None:
     figures = {"gpu_mem_mb": 2500.0, "gpu_util_min": 35.0}
     verdict = evaluate("light", Budget(gpu_mem_mb=2000, gpu_util_min=50), {}, stats_of(),
-                       resources=figures)  # fmt: skip
+                       figures=figures)  # fmt: skip
     assert verdict.outcome is Outcome.FAIL
     lines = [c.message() for c in verdict.checks]
     assert lines == [
@@ -93,7 +93,7 @@ def test_gpu_budgets_compare_the_peak_memory_and_the_mean_utilisation() -> None:
         "light: Total GPU utilisation 35 % < budget 50 % (-30 %, n=100)",
     ]
     ok = evaluate("light", Budget(gpu_mem_mb=3000, gpu_util_min=30), {}, stats_of(),
-                  resources=figures)  # fmt: skip
+                  figures=figures)  # fmt: skip
     assert ok.outcome is Outcome.PASS
 
 
@@ -106,5 +106,5 @@ def test_gpu_budgets_belong_to_the_whole_run_not_to_an_endpoint(tmp_path: Path) 
         "scenarios:\n  light:\n    tasks: [{path: /x}]\n"
         "    endpoints: {'GET /x': {gpu_mem_mb: 100}}\n"
     )
-    with pytest.raises(ConfigError, match="GPU budgets apply to the whole run"):
+    with pytest.raises(ConfigError, match="gpu_mem_mb apply to the whole run: put them in budgets"):
         load_thresholds(path)
