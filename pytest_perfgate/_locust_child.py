@@ -76,6 +76,7 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
+from pytest_perfgate.config import ConfigError, expand_env
 from pytest_perfgate.stats import NOT_SENT
 
 logger = logging.getLogger("pytest_perfgate.loadgen")
@@ -266,13 +267,25 @@ def _import_factory(spec: str) -> Callable[[], Any]:
 Due = tuple[float, float]  # an open-model request's due time: (perf_counter s, epoch s)
 
 
+def _headers(task: dict[str, Any]) -> dict[str, str]:
+    """The task's headers with ``${NAME}`` read from this process's environment."""
+    try:
+        return {
+            key: expand_env(value, f"{task['name']}: header {key}", os.environ)
+            for key, value in (task.get("headers") or {}).items()
+        }
+    except ConfigError as exc:
+        raise FatalError(str(exc)) from None
+
+
 def _make_task(task: dict[str, Any]) -> Callable[..., None]:
     """A Locust task making ``task``'s request; its stats row is the task name minus the method.
 
     Given a due time (the open model), the request is timed from it: Locust's stats and
     the samples both get the time from the due time to the response.
     """
-    method, path, headers = task["method"], task["path"], task.get("headers") or None
+    method, path = task["method"], task["path"]
+    headers = _headers(task) or None
     stat_name = task["name"].split(" ", 1)[1] if " " in task["name"] else task["name"]
     factory = _import_factory(task["json_factory"]) if task.get("json_factory") else None
     static_body = task.get("json")

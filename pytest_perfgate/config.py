@@ -76,6 +76,27 @@ def parse_duration(value: object, where: str) -> float:
     return seconds
 
 
+# --- secrets from the environment -----------------------------------------------------
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, where: str, environ: Mapping[str, str]) -> str:
+    """``"Bearer ${TOKEN}"`` with ``TOKEN`` from ``environ``; a missing variable is an error.
+
+    Secrets stay in the environment: the files of a run hold the ``${NAME}`` form only,
+    and the value is read where the request (or the service) is made.
+    """
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(where, f"environment variable {name} is not set")
+        return environ[name]
+
+    return _ENV_REF.sub(lookup, value)
+
+
 # --- budgets -------------------------------------------------------------------------
 
 #: Budget keys and their help text: the one schema behind YAML budgets, the

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from .config import ServiceSpec
+from .config import ConfigError, ServiceSpec, expand_env
 
 __all__ = ["ManagedService", "ServiceError", "free_port", "log_tail"]
 
@@ -77,7 +77,13 @@ class ManagedService:
         self.url = f"http://127.0.0.1:{self.port}"
         argv = self.argv(self.port)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.spec.env, **self.extra_env}
+        try:
+            spec_env = {
+                k: expand_env(v, f"service.env.{k}", os.environ) for k, v in self.spec.env.items()
+            }
+        except ConfigError as exc:
+            raise ServiceError(f"cannot start the service: {exc}") from None
+        env = {**os.environ, **spec_env, **self.extra_env}
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
