@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import os
-import signal
-import socket
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -45,10 +43,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the service package, when run as a script
+
+from pytest_perfgate.config import ServiceSpec  # noqa: E402
+from pytest_perfgate.service_process import ManagedService  # noqa: E402
 
 READY_TIMEOUT_S = 60.0
 
@@ -136,50 +135,14 @@ def serve_naive(port: int, dtype: str) -> None:
 @contextlib.contextmanager
 def running(variant: Variant, log: Path) -> Iterator[tuple[str, float]]:
     """The server started and ready: its URL and how long it took to become ready."""
-    port = _free_port()
+    spec = ServiceSpec(
+        command=shlex.join(variant.command) + " --port {port}",
+        ready_path="/ready",
+        startup_timeout_s=READY_TIMEOUT_S,
+    )
     started = time.monotonic()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*variant.command, "--port", str(port)],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while _status(f"{url}/ready") != 200:
-            if process.poll() is not None or time.monotonic() - started > READY_TIMEOUT_S:
-                raise RuntimeError(f"{variant.name} did not become ready:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield url, time.monotonic() - started
-    finally:
-        _stop(process)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _status(url: str) -> int:
-    try:
-        return httpx.get(url, timeout=1.0).status_code
-    except httpx.TransportError:
-        return 0
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group; SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with ManagedService(spec, log, cwd=ROOT) as service:
+        yield service.url, time.monotonic() - started
 
 
 def run_locust(url: str, args: argparse.Namespace, workdir: Path, name: str) -> dict[str, str]:

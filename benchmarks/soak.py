@@ -18,13 +18,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +30,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_perfgate.config import load_thresholds, parse_duration  # noqa: E402 - see above
+from pytest_perfgate.config import ServiceSpec, load_thresholds, parse_duration  # noqa: E402
 from pytest_perfgate.runner import Progress, run_load  # noqa: E402
+from pytest_perfgate.service_process import ManagedService, ServiceError  # noqa: E402
 from pytest_perfgate.stats import Sample, percentile  # noqa: E402
 
 READY_TIMEOUT_S = 120.0
@@ -70,40 +66,16 @@ def read(url: str, elapsed_s: float) -> Reading:
 @contextlib.contextmanager
 def started_service(log: Path) -> Iterator[str]:
     """``python -m service`` on a free port until ready; its process group ended on exit."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--port", str(port)],
-            cwd=ROOT,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    spec = ServiceSpec(
+        command="{python} -m service --port {port}",
+        ready_path="/ready",
+        startup_timeout_s=READY_TIMEOUT_S,
+    )
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not ready(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the service did not become ready; see {log}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-def ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+        with ManagedService(spec, log, cwd=ROOT) as service:
+            yield service.url
+    except ServiceError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def soak(url: str, duration_s: float, results: Path) -> tuple[list[Reading], list[Sample], float]:
