@@ -64,6 +64,21 @@ class ExternalService:
             return False
 
 
+def external_target(thresholds: Thresholds, settings: Settings) -> ExternalService | None:
+    """The service at ``--perfgate-url`` (or ``service.url``), which the gate must not start."""
+    url = settings.url or thresholds.service.url
+    return ExternalService(url.rstrip("/"), thresholds.service.ready_path) if url else None
+
+
+def start_service(thresholds: Thresholds, settings: Settings, cwd: Path) -> ManagedService:
+    """``service.command`` started and ready, its log in the results folder (or ServiceError)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log = settings.results_dir / f"{stamp}_service.log"
+    service = ManagedService(thresholds.service, log, cwd=cwd)
+    service.start()
+    return service
+
+
 def _answers(url: str) -> bool:
     """Whether ``url`` answers at all within 2 s (a hung service is alive but mute)."""
     try:
@@ -288,17 +303,11 @@ def run_cli(args: argparse.Namespace) -> int:
     thresholds = load_thresholds(settings.thresholds)
     names = list(thresholds.scenarios) if args.scenario == "all" else [args.scenario]
     scenarios = [thresholds.scenario(n) for n in names]  # an unknown name fails before load
-    url = settings.url or thresholds.service.url
     service: ManagedService | None = None
     try:
-        if url:
-            target: Target = ExternalService(url.rstrip("/"), thresholds.service.ready_path)
-        else:
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-            log = settings.results_dir / f"{stamp}_service.log"
-            service = ManagedService(thresholds.service, log, cwd=cwd)
-            service.start()
-            target = service
+        target: Target | None = external_target(thresholds, settings)
+        if target is None:
+            service = target = start_service(thresholds, settings, cwd)
         _health_check(target, thresholds.service.ready_path)
         gate = Gate(thresholds, settings, lambda: target, cwd=cwd)
         results = []

@@ -7,7 +7,6 @@ module imports no locust, torch or fastapi (the load runs in a child process).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import hashlib
 import os
@@ -101,26 +100,22 @@ class PerfgateSession:
 
     def target(self) -> Target:
         """The service under test, started on first use and restarted if it died."""
-        from .gate import ExternalService
+        from .gate import external_target, start_service
 
         thresholds = self.require_thresholds()
-        url = self.settings.url or thresholds.service.url
-        if url:
-            return ExternalService(url.rstrip("/"), thresholds.service.ready_path)
+        external = external_target(thresholds, self.settings)
+        if external is not None:
+            return external
         if self._service_error is not None:
             raise self._service_error
         if self._service is None or not self._service.alive():
             if self._service is not None:  # it died: its process group may live on
                 self._service.stop()
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-            log = self.settings.results_dir / f"{stamp}_service.log"
-            service = ManagedService(thresholds.service, log, cwd=self.config.rootpath)
             try:
-                service.start()
+                self._service = start_service(thresholds, self.settings, self.config.rootpath)
             except ServiceError as exc:
                 self._service_error = exc
                 raise
-            self._service = service
         return self._service
 
     def gate(self) -> Gate:
