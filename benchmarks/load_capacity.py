@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_perfgate import runner  # noqa: E402 - the repository root is not installed everywhere
 from pytest_perfgate.config import Scenario, Task  # noqa: E402
+from pytest_perfgate.service_process import free_port  # noqa: E402
 
 LOCUSTFILE = '''\
 from locust import FastHttpUser, constant, task
@@ -121,12 +122,6 @@ def serve_asyncio(port: int) -> None:
             await server.serve_forever()
 
     asyncio.run(main())
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def await_port(port: int, timeout_s: float = 10.0) -> None:

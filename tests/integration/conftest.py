@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: a delay server per test, always stopped."""
+"""Fixtures of the integration tests: a delay server per test, always stopped, and a check
+that no Locust process of a test outlives it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 from delay_server import StartServer, running  # this directory is on sys.path (prepend mode)
+from leftovers import load_generators
 
 
 @pytest.fixture
@@ -22,3 +24,13 @@ def delay_server() -> Iterator[StartServer]:
             return stack.enter_context(running(*cli_args))
 
         yield start
+
+
+@pytest.fixture
+def no_load_generator_left() -> Iterator[None]:
+    """Fails the test if a Locust process of it is still running afterwards (and kills it)."""
+    yield
+    left = load_generators()
+    for process in left:
+        process.kill()
+    assert left == []

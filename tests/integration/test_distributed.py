@@ -10,22 +10,22 @@ import csv
 import itertools
 import math
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import psutil
 import pytest
 from delay_server import StartServer
+from leftovers import load_generators
 
 from pytest_perfgate import runner
 from pytest_perfgate.config import Scenario, Task
 from pytest_perfgate.runner import LoadRunError, RawRun, master_address, run_load
+from pytest_perfgate.service_process import free_port
 from pytest_perfgate.stats import Sample
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_load_generator_left")]
 
 FAST = Task("GET", "/fast", "GET /fast")
 #: the percentile columns of Locust's stats CSV (locust.stats.PERCENTILES_TO_REPORT)
@@ -41,34 +41,6 @@ def scenario(**changes: object) -> Scenario:
     }  # fmt: skip
     values.update(changes)
     return Scenario(**values)  # type: ignore[arg-type]
-
-
-def load_generators() -> list[psutil.Process]:
-    """This test's Locust processes: the child (master) and every worker."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            line = " ".join(child.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if "pytest_perfgate._locust_child" in line or "-m locust" in line:
-            found.append(child)
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left_behind() -> Iterator[None]:
-    yield
-    left = load_generators()
-    for process in left:
-        process.kill()
-    assert left == []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def aggregated_row(raw: RawRun) -> dict[str, str]:

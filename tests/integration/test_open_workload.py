@@ -23,7 +23,7 @@ from pytest_perfgate.config import Scenario, Task
 from pytest_perfgate.runner import LoadRunError, RawRun, run_load
 from pytest_perfgate.stats import Sample
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_load_generator_left")]
 
 FAST = Task("GET", "/fast", "GET /fast")
 
@@ -57,26 +57,6 @@ def server_process(url: str) -> psutil.Process:
         except psutil.NoSuchProcess:
             pass
     raise LookupError(f"no process of this test listens on port {port}")
-
-
-def load_generators() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "pytest_perfgate._locust_child" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
-@pytest.fixture(autouse=True)
-def _no_process_left_behind() -> Iterator[None]:
-    yield
-    left = load_generators()
-    for process in left:
-        process.kill()
-    assert left == []
 
 
 @pytest.fixture

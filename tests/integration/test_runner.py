@@ -19,11 +19,11 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import psutil
 import pytest
 from delay_server import StartServer, running
+from leftovers import load_generators
 
-from pytest_perfgate import runner, stats
+from pytest_perfgate import runner
 from pytest_perfgate.config import LoadShape, Scenario, Task
 from pytest_perfgate.runner import LoadRunError, Progress, RawRun, run_load
 from pytest_perfgate.stats import Sample
@@ -39,17 +39,6 @@ def nearest_rank(sorted_ms: Sequence[float], q: float) -> float:
     return sorted_ms[max(0, math.ceil(q * len(sorted_ms)) - 1)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _percentile_while_stats_is_a_stub() -> Iterator[None]:
-    # stats.percentile is written in parallel; until it lands the runner uses this one
-    with pytest.MonkeyPatch.context() as patch:
-        try:
-            stats.percentile([1.0], 0.5)
-        except NotImplementedError:
-            patch.setattr(runner, "percentile", nearest_rank)
-        yield
-
-
 def scenario(**changes: object) -> Scenario:
     values: dict[str, object] = {
         "name": "probe", "users": 4, "spawn_rate": 100, "duration_s": 3.0,
@@ -59,15 +48,7 @@ def scenario(**changes: object) -> Scenario:
     return Scenario(**values)  # type: ignore[arg-type]
 
 
-def locust_children() -> list[psutil.Process]:
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "pytest_perfgate._locust_child" in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
+
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -294,7 +275,7 @@ def test_a_locustfile_that_fails_to_import_names_the_file_and_the_error(tmp_path
     assert f"locustfile {broken} failed to import: ZeroDivisionError" in message
     assert "last " in message and "b.log" in message
     assert info.value.partial is None and info.value.log == tmp_path / "b.log"
-    assert locust_children() == []
+    assert load_generators() == []
 
 
 def test_an_unknown_user_class_is_named_with_the_ones_there_are(tmp_path: Path) -> None:
@@ -312,13 +293,13 @@ def test_a_killed_child_raises_and_keeps_the_samples_it_sent(
 
     def kill_it(samples: Sequence[Sample], elapsed: float) -> None:
         if elapsed >= 1.5:
-            for child in locust_children():
+            for child in load_generators():
                 child.send_signal(signal.SIGKILL)
 
     with pytest.raises(LoadRunError, match=r"died \(signal 9\) before it finished") as info:
         run_load(scenario(duration_s=30.0), url, tmp_path, "killed", should_stop=kill_it)
     assert info.value.partial is not None and len(info.value.partial.samples) > 10
-    assert locust_children() == []
+    assert load_generators() == []
 
 
 def test_a_child_that_never_starts_is_killed_at_the_deadline(
@@ -330,7 +311,7 @@ def test_a_child_that_never_starts_is_killed_at_the_deadline(
     stuck.write_text("import time\ntime.sleep(60)\n")
     with pytest.raises(LoadRunError, match="did not start in time"):
         run_load(scenario(tasks=(), locustfile=str(stuck)), "http://127.0.0.1:9", tmp_path, "s")
-    assert locust_children() == []
+    assert load_generators() == []
 
 
 def test_a_run_without_requests_is_an_error(tmp_path: Path) -> None:
@@ -358,7 +339,7 @@ def test_keyboard_interrupt_stops_the_child_and_propagates(
 
     with pytest.raises(KeyboardInterrupt):
         run_load(scenario(duration_s=30.0), url, tmp_path, "ctrl_c", on_progress=interrupt)
-    assert locust_children() == []
+    assert load_generators() == []
 
 
 def test_the_child_stops_gracefully_when_its_parent_closes_stdin(
