@@ -20,7 +20,7 @@ from .config import Scenario
 from .runner import Progress, RawRun
 from .stats import TOTAL, EndpointStats, RunStats
 from .telemetry import GpuTelemetry
-from .verdict import Check, Outcome, Verdict
+from .verdict import Check, Outcome, Verdict, format_value
 
 __all__ = [
     "RESULT_FORMAT",
@@ -240,14 +240,15 @@ def metric_label(metric: str) -> str:
 
 
 def format_observed(metric: str, value: float | None) -> str:
-    """A budgeted metric's value with its unit: ``48.2 ms``, ``0.12 %``, ``9.8 req/s``."""
-    if value is None or not math.isfinite(value):
+    """A budgeted metric's value with its unit: ``48.2 ms``, ``0.12 %``, ``9.8 req/s``;
+    ``inf`` for an interval side the samples cannot bound, ``-`` when unknown."""
+    if value is None or math.isnan(value):
         return "-"
     if metric == "error_rate":
         return format_percent(value)
     if metric == "min_rps":
         return f"{value:.1f} req/s"
-    return f"{format_ms(value)} ms"
+    return format_value(metric, value)  # the breach lines' units (ms, MB, s, %)
 
 
 def stop_text(reason: str) -> str:
@@ -266,7 +267,9 @@ def format_range(metric: str, ci: tuple[float, float] | None) -> str:
     """A confidence interval with one unit: ``238-265 ms``, ``0.04-0.90 %``; "" when unknown."""
     if ci is None:
         return ""
-    low, high = (format_observed(metric, v) for v in ci)
+    # response times are never negative: an unbounded lower side reads as 0
+    bounds = (max(ci[0], 0.0), ci[1]) if metric.endswith("_ms") else ci
+    low, high = (format_observed(metric, v) for v in bounds)
     unit = high.rsplit(" ", 1)[-1]
     return f"{low.removesuffix(' ' + unit)}-{high}"
 
@@ -278,8 +281,7 @@ def budget_text(check: Check) -> str:
 
 
 def _ci_cell(e: EndpointStats, key: str = "p95") -> str:
-    ci = e.ci.get(key)
-    return f"{format_ms(max(ci[0], 0.0))}-{format_ms(ci[1])}" if ci else ""
+    return format_range(f"{key}_ms", e.ci.get(key)).removesuffix(" ms")
 
 
 def _rows(stats: RunStats) -> Iterator[EndpointStats]:

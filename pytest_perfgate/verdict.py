@@ -125,6 +125,21 @@ def _format_percent(share: float, decimals: int = 2) -> str:
     return f"{100 * share:.{decimals}f}"
 
 
+def format_value(metric: str, value: float) -> str:
+    """A budget metric's value with its unit: ``412 ms``, ``1.00 %``, ``2 500 MB``, ``4 s``."""
+    if metric in ("error_rate", "hard_error_rate"):
+        return f"{_format_percent(value)} %"
+    if metric == "min_rps":
+        return f"{_format_rps(value)} req/s"
+    if metric in ("gpu_mem_mb", "rss_growth_mb"):
+        return f"{format_count(round(value))} MB"
+    if metric == "recovery_s":
+        return "never" if math.isinf(value) else f"{value:.0f} s"
+    if metric == "gpu_util_min":
+        return f"{value:.0f} %"
+    return f"{format_ms(value)} ms"
+
+
 def _format_level(level: float) -> str:
     return f"{100 * level:.10g} %"
 
@@ -185,19 +200,7 @@ class Check:
         return text if self.blocking else f"{text} [warn]"
 
     def _value(self, value: float) -> str:
-        if self.metric == "error_rate":
-            return f"{_format_percent(value)} %"
-        if self.metric == "min_rps":
-            return f"{_format_rps(value)} req/s"
-        if self.metric in ("gpu_mem_mb", "rss_growth_mb"):
-            return f"{format_count(round(value))} MB"
-        if self.metric == "hard_error_rate":
-            return f"{_format_percent(value)} %"
-        if self.metric == "recovery_s":
-            return "never" if math.isinf(value) else f"{value:.0f} s"
-        if self.metric == "gpu_util_min":
-            return f"{value:.0f} %"
-        return f"{format_ms(value)} ms"
+        return format_value(self.metric, value)
 
     def _relation(self) -> str:
         if self.metric in _AT_LEAST:

@@ -290,3 +290,11 @@ def test_the_html_report_renders_offline_in_headless_chromium(tmp_path: Path) ->
     assert run.returncode == 0, run.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_an_interval_side_the_samples_cannot_bound_reads_inf_and_a_latency_never_below_0() -> None:
+    from pytest_perfgate.report import format_range
+
+    assert format_range("p95_ms", (37.8, float("inf"))) == "37.8-inf ms"
+    assert format_range("p95_ms", (float("-inf"), 40.0)) == "0-40 ms"
+    assert format_range("gpu_mem_mb", (2000.0, 2500.0)) == "2 000-2 500 MB"
