@@ -52,9 +52,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pytest_perfgate import runner  # noqa: E402 - the repository root is not installed everywhere
 from pytest_perfgate.config import Scenario, Task  # noqa: E402
-from pytest_perfgate.service_process import free_port  # noqa: E402
+from pytest_perfgate.load import locust_driver as runner  # noqa: E402 - the repository root is not installed everywhere
+from pytest_perfgate.target.process import free_port  # noqa: E402
 
 LOCUSTFILE = '''\
 from locust import FastHttpUser, constant, task

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the service package, when run as a script
 
 from pytest_perfgate.config import ServiceSpec  # noqa: E402
-from pytest_perfgate.service_process import ManagedService  # noqa: E402
+from pytest_perfgate.target.process import ManagedService  # noqa: E402
 
 READY_TIMEOUT_S = 60.0
 

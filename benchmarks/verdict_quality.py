@@ -42,9 +42,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from pytest_perfgate.config import Budget
-from pytest_perfgate.sequential import StopRule
-from pytest_perfgate.stats import TOTAL, RunStats, endpoint_stats, inflation, percentile
-from pytest_perfgate.verdict import Outcome, Verdict, evaluate
+from pytest_perfgate.core.sequential import StopRule
+from pytest_perfgate.core.stats import TOTAL, RunStats, endpoint_stats, inflation, percentile
+from pytest_perfgate.core.verdict import Outcome, Verdict, evaluate
 
 BUDGET_MS = 100.0
 RATIOS = (0.80, 0.95, 1.05, 1.25)

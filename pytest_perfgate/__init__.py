@@ -5,9 +5,9 @@ Importing this package imports no locust, torch or fastapi.
 
 from __future__ import annotations
 
-from .config import Budget, ConfigError, Scenario
-from .stats import EndpointStats, RunStats, Sample
-from .verdict import Check, Outcome, Verdict
+from pytest_perfgate.config import Budget, ConfigError, Scenario
+from pytest_perfgate.core.stats import EndpointStats, RunStats, Sample
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict
 
 __all__ = [
     "Budget",

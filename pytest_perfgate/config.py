@@ -199,7 +199,11 @@ def _fraction(value: object, where: str) -> float:
 
 def budget_from_mapping(data: object, where: str) -> Budget:
     """Validate a budget mapping (YAML, marker kwargs or ``check(**kw)``) into a ``Budget``."""
-    from .baseline import REGRESSION_HELP, REGRESSION_KEYS, parse_regressions  # imports config
+    from pytest_perfgate.core.regression import (  # imports config
+        REGRESSION_HELP,
+        REGRESSION_KEYS,
+        parse_regressions,
+    )
 
     if not isinstance(data, Mapping):
         raise ConfigError(where, f"expected a mapping of budget keys, got {data!r}")

@@ -20,20 +20,15 @@ from typing import Protocol
 
 import httpx
 
-from . import (
-    analysis,
-    baseline,
-    report,
-    resilience,
-    runner,
-    sequential,
-    stats,
-    telemetry,
-    verdict,
-)
-from .config import Budget, Scenario, Thresholds, load_thresholds
-from .options import OPTIONS, Settings, resolve
-from .service_process import ManagedService, ServiceError
+from pytest_perfgate.config import Budget, Scenario, Thresholds, load_thresholds
+from pytest_perfgate.core import findings as analysis
+from pytest_perfgate.core import regression as baseline
+from pytest_perfgate.core import resilience, sequential, stats, verdict
+from pytest_perfgate.load import locust_driver as runner
+from pytest_perfgate.options import OPTIONS, Settings, resolve
+from pytest_perfgate.results import report
+from pytest_perfgate.target import telemetry
+from pytest_perfgate.target.process import ManagedService, ServiceError
 
 __all__ = ["ExternalService", "Gate", "GateError", "Target", "run_cli"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .baseline import check_name
-from .config import ConfigError, parse_duration
+from pytest_perfgate.config import ConfigError, parse_duration
+from pytest_perfgate.core.regression import check_name
 
 __all__ = ["OPTIONS", "Option", "Settings", "resolve"]
 

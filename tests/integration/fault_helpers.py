@@ -96,7 +96,7 @@ def service(perfgate_service):
 def _load_reaches(port):
     for child in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if "pytest_perfgate._locust_child" in " ".join(child.cmdline()):
+            if "pytest_perfgate.load.child" in " ".join(child.cmdline()):
                 for conn in child.net_connections("tcp"):
                     established = conn.status == psutil.CONN_ESTABLISHED
                     if established and conn.raddr and conn.raddr.port == port:

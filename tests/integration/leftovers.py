@@ -13,6 +13,6 @@ def load_generators() -> list[psutil.Process]:
             line = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
             continue
-        if "pytest_perfgate._locust_child" in line or "-m locust" in line:
+        if "pytest_perfgate.load.child" in line or "-m locust" in line:
             found.append(child)
     return found

@@ -36,7 +36,7 @@ from fault_helpers import (  # this directory is on sys.path (prepend mode)
 )
 
 from pytest_perfgate.config import ServiceSpec
-from pytest_perfgate.service_process import ManagedService
+from pytest_perfgate.target.process import ManagedService
 
 pytestmark = pytest.mark.e2e
 

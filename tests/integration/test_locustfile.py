@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_perfgate.config import ServiceSpec
-from pytest_perfgate.service_process import ManagedService
+from pytest_perfgate.target.process import ManagedService
 
 ROOT = Path(__file__).resolve().parents[2]
 

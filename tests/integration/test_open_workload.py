@@ -20,8 +20,8 @@ import pytest
 from delay_server import StartServer
 
 from pytest_perfgate.config import Scenario, Task
-from pytest_perfgate.runner import LoadRunError, RawRun, run_load
-from pytest_perfgate.stats import Sample
+from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.load.locust_driver import LoadRunError, RawRun, run_load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_load_generator_left")]
 

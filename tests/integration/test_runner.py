@@ -23,10 +23,10 @@ import pytest
 from delay_server import StartServer, running
 from leftovers import load_generators
 
-from pytest_perfgate import runner
 from pytest_perfgate.config import LoadShape, Scenario, Task
-from pytest_perfgate.runner import LoadRunError, Progress, RawRun, run_load
-from pytest_perfgate.stats import Sample
+from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.load import locust_driver as runner
+from pytest_perfgate.load.locust_driver import LoadRunError, Progress, RawRun, run_load
 
 pytestmark = pytest.mark.e2e
 
@@ -348,7 +348,7 @@ def test_the_child_stops_gracefully_when_its_parent_closes_stdin(
     url = delay_server("--delay-ms", "10")
     spec = runner.child_spec(scenario(duration_s=30.0), url, tmp_path / "orphan", tmp_path)
     child = subprocess.Popen(
-        [sys.executable, "-m", "pytest_perfgate._locust_child"],
+        [sys.executable, "-m", "pytest_perfgate.load.child"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         env=runner.child_env(None), start_new_session=True,
     )  # fmt: skip
@@ -372,7 +372,7 @@ def test_the_child_stops_gracefully_when_its_parent_closes_stdin(
 
 
 def test_the_runner_module_never_imports_locust() -> None:
-    code = "import sys, pytest_perfgate.runner; print('locust' in sys.modules)"
+    code = "import sys, pytest_perfgate.load.locust_driver; print('locust' in sys.modules)"
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_PLUGINS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "False"

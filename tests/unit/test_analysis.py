@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pytest_perfgate.analysis import (
+from pytest_perfgate.core.findings import (
     Analysis,
     FailureGroup,
     Finding,
@@ -24,7 +24,7 @@ from pytest_perfgate.analysis import (
     parse_prometheus_text,
     read_locust_stats,
 )
-from pytest_perfgate.stats import TOTAL, EndpointStats, RunStats, Sample
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, Sample
 
 DATA = Path(__file__).parent / "data"
 

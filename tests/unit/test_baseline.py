@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_perfgate.baseline import (
+from pytest_perfgate.config import ConfigError
+from pytest_perfgate.core.regression import (
     REGRESSION_KEYS,
     Baseline,
     BaselineError,
@@ -24,9 +25,8 @@ from pytest_perfgate.baseline import (
     samples_by_endpoint,
     save_baseline,
 )
-from pytest_perfgate.config import ConfigError
-from pytest_perfgate.stats import TOTAL, RunStats, Sample, summarize
-from pytest_perfgate.verdict import Check, Outcome
+from pytest_perfgate.core.stats import TOTAL, RunStats, Sample, summarize
+from pytest_perfgate.core.verdict import Check, Outcome
 
 PREDICT = "POST /predict"
 HEALTH = "GET /health"

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_perfgate.analysis import analyze
 from pytest_perfgate.cli import main
 from pytest_perfgate.config import Budget, Scenario
-from pytest_perfgate.report import ScenarioResult, write_json
-from pytest_perfgate.runner import RawRun
-from pytest_perfgate.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.verdict import Check, Outcome, Verdict
+from pytest_perfgate.core.findings import analyze
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict
+from pytest_perfgate.load.locust_driver import RawRun
+from pytest_perfgate.results.report import ScenarioResult, write_json
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[2]

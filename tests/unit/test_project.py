@@ -104,7 +104,7 @@ def test_the_wheel_holds_the_packages_only_and_registers_the_plugin(tmp_path: Pa
     )  # fmt: skip
     (wheel,) = tmp_path.glob("pytest_perfgate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("pytest_perfgate/plugin.py") for n in names)
+    assert any(n.startswith("pytest_perfgate/plugin/__init__.py") for n in names)
     assert any(n.startswith("service/app.py") for n in names)
     assert not [n for n in names if n.startswith(("tests/", "results/", "benchmarks/"))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

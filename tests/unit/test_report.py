@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 
-from pytest_perfgate.analysis import analyze
 from pytest_perfgate.config import Budget, Scenario
-from pytest_perfgate.html_report import render_html, write_html
-from pytest_perfgate.report import (
+from pytest_perfgate.core.findings import analyze
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict
+from pytest_perfgate.load.locust_driver import Progress, RawRun
+from pytest_perfgate.results.html import render_html, write_html
+from pytest_perfgate.results.report import (
     ScenarioResult,
     github_summary_markdown,
     progress_line,
@@ -27,9 +30,6 @@ from pytest_perfgate.report import (
     write_all,
     write_json,
 )
-from pytest_perfgate.runner import Progress, RawRun
-from pytest_perfgate.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.verdict import Check, Outcome, Verdict
 
 
 def ep(name: str, requests: int, failures: int, p95: float, std: float = 6.0) -> EndpointStats:
@@ -293,7 +293,7 @@ def test_the_html_report_renders_offline_in_headless_chromium(tmp_path: Path) ->
 
 
 def test_an_interval_side_the_samples_cannot_bound_reads_inf_and_a_latency_never_below_0() -> None:
-    from pytest_perfgate.report import format_range
+    from pytest_perfgate.results.report import format_range
 
     assert format_range("p95_ms", (37.8, float("inf"))) == "37.8-inf ms"
     assert format_range("p95_ms", (float("-inf"), 40.0)) == "0-40 ms"

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from pytest_perfgate.config import LoadShape
-from pytest_perfgate.resilience import hard_error_rate, recovery_seconds, rss_growth_mb
-from pytest_perfgate.stats import Sample
+from pytest_perfgate.core.resilience import hard_error_rate, recovery_seconds, rss_growth_mb
+from pytest_perfgate.core.stats import Sample
 
 SPIKE = LoadShape("spike", ((10.0, 5, 5.0), (20.0, 100, 50.0), (40.0, 5, 50.0)))
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from pytest_perfgate.stats import (
+from pytest_perfgate.core.stats import (
     TOTAL,
     LagOne,
     Sample,
@@ -257,8 +257,8 @@ def test_summarize_handles_a_million_samples_in_seconds() -> None:
 
 
 def test_a_task_that_raised_counts_as_a_failure_without_a_response_time() -> None:
-    from pytest_perfgate.analysis import classify_failure
-    from pytest_perfgate.stats import NOT_SENT
+    from pytest_perfgate.core.findings import classify_failure
+    from pytest_perfgate.core.stats import NOT_SENT
 
     samples = [Sample(t=float(i), name="GET /x", ms=20.0, ok=True, status=200) for i in range(9)]
     samples.append(Sample(t=9.0, name="GET /x", ms=0.0, ok=False, status=NOT_SENT, error="boom"))

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from pytest_perfgate.config import Budget, ConfigError, budget_from_mapping, load_thresholds
-from pytest_perfgate.stats import Sample, summarize
-from pytest_perfgate.telemetry import GpuSampler, GpuTelemetry
-from pytest_perfgate.verdict import Outcome, evaluate
+from pytest_perfgate.core.stats import Sample, summarize
+from pytest_perfgate.core.verdict import Outcome, evaluate
+from pytest_perfgate.target.telemetry import GpuSampler, GpuTelemetry
 
 
 def serve(metrics: str) -> Iterator[str]:

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from pytest_perfgate.config import Budget
-from pytest_perfgate.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.verdict import Check, Outcome, Verdict, evaluate, format_count, format_ms
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict, evaluate, format_count, format_ms
 
 PREDICT = "POST /predict"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import Budget
-from .stats import Sample, summarize
-from .verdict import Verdict, evaluate
+from pytest_perfgate.config import Budget
+from pytest_perfgate.core.stats import Sample, summarize
+from pytest_perfgate.core.verdict import Verdict, evaluate
 
 __all__ = ["judge"]
 

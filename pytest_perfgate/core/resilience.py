@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from .config import LoadShape
-from .stats import Sample, percentile
+from pytest_perfgate.config import LoadShape
+from pytest_perfgate.core.stats import Sample, percentile
 
 __all__ = ["SHED_STATUSES", "hard_error_rate", "recovery_seconds", "rss_growth_mb"]
 

@@ -64,9 +64,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .config import Budget, Scenario
-from .stats import TOTAL, LagOne, Sample
-from .verdict import format_count, format_ms, metric_label
+from pytest_perfgate.config import Budget, Scenario
+from pytest_perfgate.core.stats import TOTAL, LagOne, Sample
+from pytest_perfgate.core.verdict import format_count, format_ms, metric_label
 
 __all__ = [
     "Decision",

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .baseline import REGRESSION_HELP
-from .config import (
+from pytest_perfgate.config import (
     BUDGET_HELP,
     Budget,
     ConfigError,
@@ -30,14 +29,15 @@ from .config import (
     load_thresholds,
     parse_duration,
 )
-from .options import OPTIONS, Settings, resolve
-from .service_process import ManagedService, ServiceError
+from pytest_perfgate.core.regression import REGRESSION_HELP
+from pytest_perfgate.options import OPTIONS, Settings, resolve
+from pytest_perfgate.target.process import ManagedService, ServiceError
 
 if TYPE_CHECKING:
-    from . import report
-    from .gate import Gate, Target
-    from .runner import Progress
-    from .verdict import Verdict
+    from pytest_perfgate.core.verdict import Verdict
+    from pytest_perfgate.gate import Gate, Target
+    from pytest_perfgate.load.locust_driver import Progress
+    from pytest_perfgate.results import report
 
 __all__ = ["PerfgateRunner", "PerfgateSession", "ScenarioFailed"]
 
@@ -100,7 +100,7 @@ class PerfgateSession:
 
     def target(self) -> Target:
         """The service under test, started on first use and restarted if it died."""
-        from .gate import external_target, start_service
+        from pytest_perfgate.gate import external_target, start_service
 
         thresholds = self.require_thresholds()
         external = external_target(thresholds, self.settings)
@@ -119,7 +119,7 @@ class PerfgateSession:
         return self._service
 
     def gate(self) -> Gate:
-        from .gate import Gate
+        from pytest_perfgate.gate import Gate
 
         return Gate(
             self.require_thresholds(), self.settings, self.target, cwd=self.config.rootpath
@@ -138,7 +138,7 @@ class PerfgateSession:
 
     def _render(self, result: report.ScenarioResult) -> dict[str, Any]:
         """What the summary shows of ``result``; plain data, so xdist can ship it."""
-        from . import github, report
+        from pytest_perfgate.results import github, report
 
         return {
             "table": report.terminal_table([result]),
@@ -147,7 +147,7 @@ class PerfgateSession:
         }
 
     def _progress_writer(self, scenario: Scenario) -> Any:
-        from . import report
+        from pytest_perfgate.results import report
 
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is None or not getattr(reporter, "isatty", False):
@@ -296,7 +296,7 @@ class ScenarioItem(pytest.Item):
             raise ScenarioFailed(result)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        from .gate import GateError
+        from pytest_perfgate.gate import GateError
 
         if isinstance(excinfo.value, ScenarioFailed | GateError | ServiceError):
             return str(excinfo.value)
@@ -389,7 +389,7 @@ class RunResult:
 
     def check(self, **budget: Any) -> Verdict:
         """Judge this run against ``budget`` (the same keys as thresholds.yaml); fail on breach."""
-        from .verdict import evaluate
+        from pytest_perfgate.core.verdict import evaluate
 
         parsed = budget_from_mapping(budget, "result.check()")
         if parsed.regressions:
@@ -436,7 +436,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     session = config.stash.get(SESSION_KEY, None)
     if session is None or not session.rendered:
         return
-    from . import github
+    from pytest_perfgate.results import github
 
     terminalreporter.section("perfgate")
     for rendered in session.rendered:
@@ -507,7 +507,7 @@ class BenchmarkBudgets:
         stats = getattr(fixture, "stats", None)
         if budget is None or stats is None:  # no budget, or the benchmark did not run
             return
-        from .bench import judge
+        from pytest_perfgate.core.bench import judge
 
         settings = self.session.settings
         verdict = judge(

@@ -68,8 +68,8 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from .config import ConfigError, Scenario
-from .stats import (
+from pytest_perfgate.config import ConfigError, Scenario
+from pytest_perfgate.core.stats import (
     QUANTILES,
     TOTAL,
     EndpointStats,
@@ -81,7 +81,7 @@ from .stats import (
     quantile_ci,
     samples_needed,
 )
-from .verdict import Check, Outcome, format_count, format_ms
+from pytest_perfgate.core.verdict import Check, Outcome, format_count, format_ms
 
 __all__ = [
     "BASELINE_FORMAT",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from .config import ConfigError, ServiceSpec, expand_env
+from pytest_perfgate.config import ConfigError, ServiceSpec, expand_env
 
 __all__ = ["ManagedService", "ServiceError", "free_port", "log_tail"]
 

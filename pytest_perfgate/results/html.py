@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analysis import Finding, format_count, format_ms, format_percent
-from .report import (
+from pytest_perfgate.core.findings import Finding, format_count, format_ms, format_percent
+from pytest_perfgate.core.stats import EndpointStats
+from pytest_perfgate.core.verdict import Outcome
+from pytest_perfgate.results.report import (
     ScenarioResult,
     budget_text,
     format_observed,
@@ -22,8 +24,6 @@ from .report import (
     open_new,
     stop_text,
 )
-from .stats import EndpointStats
-from .verdict import Outcome
 
 __all__ = ["Series", "render_html", "svg_line_chart", "write_html"]
 

@@ -1,6 +1,6 @@
 """The load generator: runs Locust for one scenario and streams every request to the parent.
 
-RUNS IN A CHILD PROCESS ONLY (``python -m pytest_perfgate._locust_child``), or inside a
+RUNS IN A CHILD PROCESS ONLY (``python -m pytest_perfgate.load.child``), or inside a
 ``locust --worker`` process through a generated locustfile. Importing this module imports
 locust, which monkey-patches the whole process with gevent: the pytest process and
 everything it imports must never import it; ``runner.py`` starts it instead.
@@ -77,7 +77,7 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
 from pytest_perfgate.config import ConfigError, expand_env
-from pytest_perfgate.stats import NOT_SENT
+from pytest_perfgate.core.stats import NOT_SENT
 
 logger = logging.getLogger("pytest_perfgate.loadgen")
 
@@ -468,7 +468,7 @@ instead of ``-f -``.
 
 import json
 
-from pytest_perfgate._locust_child import worker_user_classes
+from pytest_perfgate.load.child import worker_user_classes
 
 globals().update(worker_user_classes(json.loads({spec!r})))
 '''

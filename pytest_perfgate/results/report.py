@@ -15,12 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from .analysis import Analysis, format_count, format_ms, format_percent
-from .config import Scenario
-from .runner import Progress, RawRun
-from .stats import TOTAL, EndpointStats, RunStats
-from .telemetry import GpuTelemetry
-from .verdict import Check, Outcome, Verdict, format_value
+from pytest_perfgate.config import Scenario
+from pytest_perfgate.core.findings import Analysis, format_count, format_ms, format_percent
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict, format_value
+from pytest_perfgate.load.locust_driver import Progress, RawRun
+from pytest_perfgate.target.telemetry import GpuTelemetry
 
 __all__ = [
     "RESULT_FORMAT",
@@ -218,7 +218,7 @@ def write_all(result: ScenarioResult, results_dir: Path, prefix: str) -> dict[st
     Keys ``"html"`` and ``"json"``; a taken name gets a ``-N`` suffix instead of being
     overwritten. The JSON lists every file of the run, the HTML included.
     """
-    from .html_report import write_html  # html_report imports this module
+    from pytest_perfgate.results.html import write_html  # html_report imports this module
 
     html = write_html(results_dir / f"{prefix}.html", result)
     written = {"html": html}

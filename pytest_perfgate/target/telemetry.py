@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .analysis import parse_prometheus_text
+from pytest_perfgate.core.findings import parse_prometheus_text
 
 __all__ = ["GpuSampler", "GpuTelemetry"]
 

@@ -29,8 +29,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import RUN_FIGURES, Budget
-from .stats import (
+from pytest_perfgate.config import RUN_FIGURES, Budget
+from pytest_perfgate.core.stats import (
     QUANTILES,
     TOTAL,
     EndpointStats,

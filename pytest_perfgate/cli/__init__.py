@@ -18,17 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .analysis import (
+from pytest_perfgate.config import ConfigError
+from pytest_perfgate.core.findings import (
     Analysis,
     analysis_from_dict,
     analyze_locust_csv,
     format_ms,
     format_percent,
 )
-from .config import ConfigError
-from .options import OPTIONS
-from .report import RESULT_FORMAT, endpoint_table, stats_from_dict, stats_to_dict
-from .stats import TOTAL, RunStats
+from pytest_perfgate.core.stats import TOTAL, RunStats
+from pytest_perfgate.options import OPTIONS
+from pytest_perfgate.results.report import (
+    RESULT_FORMAT,
+    endpoint_table,
+    stats_from_dict,
+    stats_to_dict,
+)
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -302,7 +307,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .gate import run_cli  # imports httpx and the runner: only for this command
+    from pytest_perfgate.gate import run_cli  # imports httpx and the runner: only for this command
 
     return run_cli(args)
 

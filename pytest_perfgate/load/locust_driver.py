@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .config import Scenario
-from .stats import Sample, percentile
+from pytest_perfgate.config import Scenario
+from pytest_perfgate.core.stats import Sample, percentile
 
 __all__ = ["LoadRunError", "Progress", "RawRun", "run_load"]
 
@@ -126,7 +126,7 @@ def run_load(
         files["worker_locustfile"] = Path(spec["distributed"]["locustfile"])
     with files["log"].open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest_perfgate._locust_child"],
+            [sys.executable, "-m", "pytest_perfgate.load.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,

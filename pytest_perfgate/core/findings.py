@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
-from .verdict import format_ms as verdict_format_ms
+from pytest_perfgate.core.stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
+from pytest_perfgate.core.verdict import format_ms as verdict_format_ms
 
 __all__ = [
     "COMPUTE_METRIC",

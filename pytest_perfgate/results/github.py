@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .report import ScenarioResult
-from .stats import TOTAL
-from .verdict import Check, Outcome
+from pytest_perfgate.core.stats import TOTAL
+from pytest_perfgate.core.verdict import Check, Outcome
+from pytest_perfgate.results.report import ScenarioResult
 
 __all__ = ["in_actions", "publish", "workflow_commands"]
 

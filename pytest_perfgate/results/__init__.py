@@ -1,0 +1,2 @@
+"""Results and reports: the result type and its writers.
+"""

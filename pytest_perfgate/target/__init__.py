@@ -1,0 +1,2 @@
+"""The target: starting, probing and scraping the service under test.
+"""
