@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from pytest_perfgate.errors import ConfigError
+
 __all__ = [
     "BUDGET_HELP",
     "BUDGET_KEYS",
@@ -35,14 +37,6 @@ __all__ = [
 
 Severity = Literal["block", "warn"]
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-
-
-class ConfigError(ValueError):
-    """A bad value in thresholds.yaml, a marker or an option; the message says where."""
-
-    def __init__(self, where: str, message: str) -> None:
-        self.where = where
-        super().__init__(f"{where}: {message}")
 
 
 # --- durations -----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pytest_perfgate.config import Budget, Scenario, Thresholds, load_thresholds
 from pytest_perfgate.core import findings as analysis
 from pytest_perfgate.core import regression as baseline
 from pytest_perfgate.core import resilience, sequential, stats, verdict
+from pytest_perfgate.errors import GateError
 from pytest_perfgate.load import locust_driver as runner
 from pytest_perfgate.options import OPTIONS, Settings, resolve
 from pytest_perfgate.results import report
@@ -31,10 +32,6 @@ from pytest_perfgate.target import telemetry
 from pytest_perfgate.target.process import ManagedService, ServiceError
 
 __all__ = ["ExternalService", "Gate", "GateError", "Target", "run_cli"]
-
-
-class GateError(RuntimeError):
-    """A run that could not be judged (the load generator failed); results so far are on disk."""
 
 
 class Target(Protocol):

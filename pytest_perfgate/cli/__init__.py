@@ -27,6 +27,7 @@ from pytest_perfgate.core.findings import (
     format_percent,
 )
 from pytest_perfgate.core.stats import TOTAL, RunStats
+from pytest_perfgate.errors import CliError
 from pytest_perfgate.options import OPTIONS
 from pytest_perfgate.results.report import (
     RESULT_FORMAT,
@@ -38,10 +39,6 @@ from pytest_perfgate.results.report import (
 __all__ = ["CliError", "build_parser", "main"]
 
 PRESET_SCENARIOS = ("light", "medium", "heavy", "spike", "health", "models", "all")
-
-
-class CliError(Exception):
-    """A user mistake; ``main`` prints it as one line and exits 2."""
 
 
 # --- loading results -----------------------------------------------------------------

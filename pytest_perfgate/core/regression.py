@@ -82,6 +82,7 @@ from pytest_perfgate.core.stats import (
     samples_needed,
 )
 from pytest_perfgate.core.verdict import Check, Outcome, format_count, format_ms
+from pytest_perfgate.errors import BaselineError
 
 __all__ = [
     "BASELINE_FORMAT",
@@ -131,10 +132,6 @@ _LABELS = {
 #: settings whose change makes latencies incomparable (duration only changes ``n``)
 _LOAD_KEYS = ("users", "wait_s", "arrival_rate", "shape")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
-
-class BaselineError(ConfigError):
-    """A baseline that is missing or unreadable; the message names it, its path and what exists."""
 
 
 # --- regression budgets ----------------------------------------------------------------

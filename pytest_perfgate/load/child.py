@@ -46,6 +46,8 @@ from __future__ import annotations
 # ruff: noqa: E402 - gevent must patch the process before the rest is imported
 from gevent import monkey
 
+from pytest_perfgate.errors import FatalError
+
 monkey.patch_all()  # what `import locust` does anyway; explicit, and first
 
 import copy
@@ -91,10 +93,6 @@ START_MESSAGE = "perfgate_start"
 LATE_FLOOR_S = 0.010
 #: seconds workers get, beyond the stop timeout, to send their last requests and quit
 WORKER_QUIT_GRACE_S = 10.0
-
-
-class FatalError(Exception):
-    """The run cannot start; the message is sent to the parent as it is."""
 
 
 # --- output ----------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from typing import IO, Any
 
 from pytest_perfgate.config import Scenario
 from pytest_perfgate.core.stats import Sample, percentile
+from pytest_perfgate.errors import LoadRunError
 
 __all__ = ["LoadRunError", "Progress", "RawRun", "run_load"]
 
@@ -54,21 +55,6 @@ DEFAULT_MASTER_PORT = 5557
 #: an open-model run that started fewer than this share of its due requests is untrustworthy
 ARRIVAL_SHORTFALL = 0.95
 LOG_TAIL_LINES = 20
-
-
-class LoadRunError(RuntimeError):
-    """The load generator could not run or crashed; the message says why and shows its log.
-
-    ``partial`` holds what was measured before the failure (``None`` when nothing was),
-    ``log`` the path of the run log.
-    """
-
-    def __init__(
-        self, message: str, *, partial: RawRun | None = None, log: Path | None = None
-    ) -> None:
-        super().__init__(message)
-        self.partial = partial
-        self.log = log
 
 
 @dataclass(frozen=True)

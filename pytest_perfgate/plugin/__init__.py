@@ -30,6 +30,7 @@ from pytest_perfgate.config import (
     parse_duration,
 )
 from pytest_perfgate.core.regression import REGRESSION_HELP
+from pytest_perfgate.errors import BenchmarkBudgetExceeded, BudgetExceeded, ScenarioFailed
 from pytest_perfgate.options import OPTIONS, Settings, resolve
 from pytest_perfgate.target.process import ManagedService, ServiceError
 
@@ -46,18 +47,6 @@ PERF_BUDGET_SIGNATURE = "perf_budget({}): budget for every perfgate run this tes
     ", ".join(f"{k}=..." for k in {**BUDGET_HELP, **REGRESSION_HELP}),
     "; ".join(f"{k}: {v}" for k, v in {**BUDGET_HELP, **REGRESSION_HELP}.items()),
 )
-
-
-class BudgetExceeded(AssertionError):
-    """A verdict fails the test; the message is the verdict's failure text."""
-
-
-class ScenarioFailed(BudgetExceeded):
-    """A load scenario's verdict fails the test."""
-
-    def __init__(self, result: report.ScenarioResult) -> None:
-        self.result = result
-        super().__init__(result.verdict.failure_text())
 
 
 @contextlib.contextmanager
@@ -487,10 +476,6 @@ class XdistController:
         self.session.rendered.extend(output.get("perfgate", []))
 
 
-class BudgetVerdictError(BudgetExceeded):
-    """A ``perf_budget`` on a pytest-benchmark test was exceeded."""
-
-
 class BenchmarkBudgets:
     """``perf_budget`` on tests using pytest-benchmark's ``benchmark`` fixture: judged on its
     raw timings with the load tests' statistics (registered only with pytest-benchmark)."""
@@ -516,4 +501,4 @@ class BenchmarkBudgets:
         )  # fmt: skip
         item.user_properties.append((f"perfgate.{item.name}.verdict", verdict.outcome.value))
         if not verdict.passed:
-            raise BudgetVerdictError(verdict.failure_text())
+            raise BenchmarkBudgetExceeded(verdict.failure_text())

@@ -21,12 +21,9 @@ from pathlib import Path
 import httpx
 
 from pytest_perfgate.config import ConfigError, ServiceSpec, expand_env
+from pytest_perfgate.errors import ServiceError
 
 __all__ = ["ManagedService", "ServiceError", "free_port", "log_tail"]
-
-
-class ServiceError(RuntimeError):
-    """The service could not be started, never became ready, or died; says why, shows its log."""
 
 
 def free_port() -> int:

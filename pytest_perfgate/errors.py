@@ -1,0 +1,105 @@
+"""Every exception pytest-perfgate raises, in one tree::
+
+    PerfgateError
+     ├── ConfigError (ValueError)        a bad value in thresholds.yaml, a marker, an option
+     │    └── BaselineError               a baseline that is missing or unreadable
+     ├── ServiceError (RuntimeError)     the service under test did not start or answer
+     ├── LoadRunError (RuntimeError)     the load generator could not run or crashed
+     │    └── FatalError                  (in the child) the run cannot start at all
+     ├── GateError (RuntimeError)        a run that could not be judged
+     ├── CliError                        a ``perfgate`` command-line mistake
+     └── BudgetExceeded (AssertionError) a verdict fails a test
+          ├── ScenarioFailed              a load scenario's verdict
+          └── BenchmarkBudgetExceeded     a ``perf_budget`` on a pytest-benchmark test
+
+Pure: imports nothing of the package at run time, so every layer (the child process
+included) can raise these. The pytest surface turns ``ConfigError`` into
+``pytest.UsageError``; the CLI prints any ``PerfgateError`` as one line and exits 2;
+``BudgetExceeded`` is what ``--perfgate-breach-exit-code`` counts as a breach.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_perfgate.load.locust_driver import RawRun
+    from pytest_perfgate.results.report import ScenarioResult
+
+__all__ = [
+    "BaselineError",
+    "BenchmarkBudgetExceeded",
+    "BudgetExceeded",
+    "CliError",
+    "ConfigError",
+    "FatalError",
+    "GateError",
+    "LoadRunError",
+    "PerfgateError",
+    "ScenarioFailed",
+    "ServiceError",
+]
+
+
+class PerfgateError(Exception):
+    """The base of every error pytest-perfgate raises."""
+
+
+class ConfigError(PerfgateError, ValueError):
+    """A bad value in thresholds.yaml, a marker or an option; the message says where."""
+
+    def __init__(self, where: str, message: str) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}")
+
+
+class BaselineError(ConfigError):
+    """A baseline that is missing or unreadable; the message names it, its path and what exists."""
+
+
+class ServiceError(PerfgateError, RuntimeError):
+    """The service under test could not be started or never became ready; says why."""
+
+
+class LoadRunError(PerfgateError, RuntimeError):
+    """The load generator could not run or crashed; the message says why and shows its log.
+
+    ``partial`` holds what was measured before the failure (``None`` when nothing was),
+    ``log`` the path of the run log.
+    """
+
+    def __init__(
+        self, message: str, *, partial: RawRun | None = None, log: Path | None = None
+    ) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.log = log
+
+
+class FatalError(LoadRunError):
+    """In the child process: the run cannot start; the message is sent to the parent as it is."""
+
+
+class GateError(PerfgateError, RuntimeError):
+    """A run that could not be judged (the load generator failed); results so far are on disk."""
+
+
+class CliError(PerfgateError):
+    """A ``perfgate`` command-line mistake; ``main`` prints it as one line and exits 2."""
+
+
+class BudgetExceeded(PerfgateError, AssertionError):
+    """A verdict fails the test; the message is the verdict's failure text."""
+
+
+class ScenarioFailed(BudgetExceeded):
+    """A load scenario's verdict fails the test."""
+
+    def __init__(self, result: ScenarioResult) -> None:
+        self.result = result
+        super().__init__(result.verdict.failure_text())
+
+
+class BenchmarkBudgetExceeded(BudgetExceeded):
+    """A ``perf_budget`` on a pytest-benchmark test was exceeded."""
