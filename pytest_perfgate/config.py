@@ -1,73 +1,63 @@
 """thresholds.yaml -> frozen ``Thresholds``, ``Scenario`` and ``Budget`` values.
 
-Pure: no pytest, no locust. Every error is a ``ConfigError`` whose message names the
-file, the key path and the bad value, e.g.
+Reads and validates the YAML file (the value types live in ``core.model``, the budget
+keys in ``core.metrics``; both are re-exported here). No pytest, no locust. Every error
+is a ``ConfigError`` whose message names the file, the key path and the bad value, e.g.
 ``thresholds.yaml: scenarios.light.budgets.p95_ms: expected a number of milliseconds, got '1OO'``.
 The plugin turns it into ``pytest.UsageError``; the CLI prints it as one line.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 
+from pytest_perfgate.core.metrics import BUDGET_HELP, METRICS, MS, REGRESSIONS
+from pytest_perfgate.core.model import (
+    HTTP_METHODS,
+    Budget,
+    LoadShape,
+    Scenario,
+    ServiceSpec,
+    Severity,
+    Task,
+    Thresholds,
+    budget_from_mapping,
+    scenario_settings,
+)
+from pytest_perfgate.core.parsing import parse_duration, parse_number
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
     "BUDGET_HELP",
     "BUDGET_KEYS",
+    "HTTP_METHODS",
+    "RUN_FIGURES",
     "Budget",
     "ConfigError",
     "LoadShape",
     "Scenario",
     "ServiceSpec",
+    "Severity",
     "Task",
     "Thresholds",
     "budget_from_mapping",
+    "expand_env",
     "load_thresholds",
     "parse_duration",
+    "scenario_settings",
 ]
 
-Severity = Literal["block", "warn"]
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
-
-
-# --- durations -----------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-
-
-def parse_duration(value: object, where: str) -> float:
-    """Seconds from ``90``, ``"90s"``, ``"1m30s"``, ``"1.5h"`` or ``"250ms"``; the one parser."""
-    if isinstance(value, bool):
-        raise ConfigError(where, f"expected a duration such as '30s' or '5m', got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            try:
-                seconds = float(text)
-            except ValueError:
-                raise ConfigError(
-                    where, f"expected a duration such as '30s' or '5m', got {value!r}"
-                ) from None
-        else:
-            scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-            seconds = sum(float(n) * scale[u] for n, u in parts)
-    else:
-        raise ConfigError(where, f"expected a duration such as '30s' or '5m', got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ConfigError(where, f"expected a non-negative duration, got {value!r}")
-    return seconds
+#: the keys a budget mapping takes besides the ``*_regression`` allowances: every metric
+#: key and alias, and ``severity`` (``BUDGET_HELP`` has them all, with their help text)
+BUDGET_KEYS = tuple(k for k in BUDGET_HELP if k not in {r.key for r in REGRESSIONS})
+#: budgets on figures of the whole run (not of an endpoint's response times)
+RUN_FIGURES = tuple(m.key for m in METRICS if m.scope == "run")
+_LATENCY_KEYS = tuple(m.key for m in METRICS if m.unit is MS and m.scope == "endpoint")
 
 
 # --- secrets from the environment -----------------------------------------------------
@@ -89,267 +79,6 @@ def expand_env(value: str, where: str, environ: Mapping[str, str]) -> str:
         return environ[name]
 
     return _ENV_REF.sub(lookup, value)
-
-
-# --- budgets -------------------------------------------------------------------------
-
-#: Budget keys and their help text: the one schema behind YAML budgets, the
-#: ``perf_budget`` marker, ``result.check(**budget)`` and the marker help in ``--markers``.
-BUDGET_HELP: Mapping[str, str] = {
-    "p50_ms": "median response time must stay below this many milliseconds",
-    "p95_ms": "95th percentile response time must stay below this many milliseconds",
-    "p99_ms": "99th percentile response time must stay below this many milliseconds",
-    "avg_ms": "mean response time must stay below this many milliseconds",
-    "mean_ms": "alias of avg_ms (pytest-benchmark's name)",
-    "max_ms": "slowest response must stay below this many milliseconds",
-    "error_rate": "share of failed requests must stay below this fraction (0.01 = 1 %)",
-    "min_rps": "throughput must reach at least this many requests per second",
-    "gpu_mem_mb": "peak GPU memory used during the run must stay below this many MB",
-    "gpu_util_min": "mean GPU utilisation during the run must reach this many percent",
-    "hard_error_rate": "share of requests failing other than by a 429/503 (5xx, timeouts, "
-    "no answer) must stay below this fraction",
-    "recovery_s": "after the peak stage of a shape, the P95 must be back within 20 % (+10 ms) "
-    "of its level before the spike within this many seconds",
-    "rss_growth_mb": "the service's resident memory may grow by at most this many MB over the "
-    "run (its /metrics)",
-    "severity": "'block' fails the test on a breach, 'warn' only reports it",
-}
-BUDGET_KEYS = tuple(BUDGET_HELP)
-#: budgets on figures of the whole run (not of an endpoint's response times)
-RUN_FIGURES = ("gpu_mem_mb", "gpu_util_min", "hard_error_rate", "recovery_s", "rss_growth_mb")
-_LATENCY_KEYS = ("p50_ms", "p95_ms", "p99_ms", "avg_ms", "max_ms")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Limits for one endpoint (or the total) of a scenario; ``None`` means not budgeted."""
-
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
-    avg_ms: float | None = None
-    max_ms: float | None = None
-    error_rate: float | None = None
-    min_rps: float | None = None
-    gpu_mem_mb: float | None = None
-    gpu_util_min: float | None = None
-    hard_error_rate: float | None = None
-    recovery_s: float | None = None
-    rss_growth_mb: float | None = None
-    severity: Severity = "block"
-    #: allowances relative to a baseline, ``{"p95_regression": 0.10}`` (see ``baseline``);
-    #: judged only when a run is compared with a baseline
-    regressions: Mapping[str, float] = field(default_factory=dict)
-
-    def limits(self) -> dict[str, float]:
-        """The absolute limits and their values, in a stable order (``regressions`` apart)."""
-        return {
-            f.name: v
-            for f in dataclasses.fields(self)
-            if f.name not in ("severity", "regressions")
-            and (v := getattr(self, f.name)) is not None
-        }
-
-    def merged(self, other: Budget) -> Budget:
-        """This budget with every limit that ``other`` sets replaced by ``other``'s."""
-        changes: dict[str, Any] = dict(other.limits())
-        if other.severity != "block":
-            changes["severity"] = other.severity
-        if other.regressions:
-            changes["regressions"] = {**self.regressions, **other.regressions}
-        return dataclasses.replace(self, **changes)
-
-    def __bool__(self) -> bool:
-        return bool(self.limits() or self.regressions)
-
-    def __repr__(self) -> str:
-        limits = {**self.limits(), **self.regressions}
-        inner = ", ".join(f"{k}={v:g}" for k, v in limits.items())
-        return f"Budget({inner}{', warn' if self.severity == 'warn' else ''})"
-
-
-def _number(value: object, where: str, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(where, f"expected {what}, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ConfigError(where, f"expected {what} (finite, >= 0), got {value!r}")
-    return number
-
-
-def _fraction(value: object, where: str) -> float:
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            value = float(value.strip()[:-1]) / 100.0
-        except ValueError:
-            raise ConfigError(
-                where, f"expected a fraction such as 0.01 or '1%', got {value!r}"
-            ) from None
-    number = _number(value, where, "a fraction such as 0.01 or '1%'")
-    if number > 1:
-        raise ConfigError(where, f"expected a fraction between 0 and 1 (0.01 = 1 %), got {value!r}")
-    return number
-
-
-def budget_from_mapping(data: object, where: str) -> Budget:
-    """Validate a budget mapping (YAML, marker kwargs or ``check(**kw)``) into a ``Budget``."""
-    from pytest_perfgate.core.regression import (  # imports config
-        REGRESSION_HELP,
-        REGRESSION_KEYS,
-        parse_regressions,
-    )
-
-    if not isinstance(data, Mapping):
-        raise ConfigError(where, f"expected a mapping of budget keys, got {data!r}")
-    values: dict[str, Any] = {
-        "regressions": parse_regressions(
-            {k: v for k, v in data.items() if k in REGRESSION_HELP}, where
-        )
-    }
-    for key, value in data.items():
-        here = f"{where}.{key}"
-        if key in REGRESSION_HELP:
-            continue
-        if key not in BUDGET_HELP:
-            known = ", ".join((*BUDGET_KEYS, *REGRESSION_KEYS))
-            raise ConfigError(here, f"unknown budget key {key!r}; known keys: {known}")
-        if key == "severity":
-            if value not in ("block", "warn"):
-                raise ConfigError(here, f"expected 'block' or 'warn', got {value!r}")
-            values["severity"] = value
-        elif key == "error_rate":
-            values["error_rate"] = _fraction(value, here)
-        elif key == "min_rps":
-            values["min_rps"] = _number(value, here, "a number of requests per second")
-        elif key == "gpu_mem_mb":
-            values["gpu_mem_mb"] = _number(value, here, "a number of megabytes")
-        elif key == "gpu_util_min":
-            values["gpu_util_min"] = _number(value, here, "a utilisation in percent")
-        elif key == "hard_error_rate":
-            values["hard_error_rate"] = _fraction(value, here)
-        elif key == "recovery_s":
-            values["recovery_s"] = parse_duration(value, here)
-        elif key == "rss_growth_mb":
-            values["rss_growth_mb"] = _number(value, here, "a number of megabytes")
-        else:
-            name = "avg_ms" if key == "mean_ms" else key
-            if name in values:
-                raise ConfigError(here, "avg_ms and mean_ms are the same budget; give one")
-            values[name] = _number(value, here, "a number of milliseconds")
-    return Budget(**values)
-
-
-# --- scenarios -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Task:
-    """One weighted request a simulated user makes."""
-
-    method: str
-    path: str
-    name: str  # endpoint key in statistics and budgets, "POST /predict" by default
-    weight: int = 1
-    json: Any = None
-    json_factory: str | None = None  # "module:function" returning the JSON body
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LoadShape:
-    """An optional load shape; ``stages`` are (end time s, users, spawn rate) triples."""
-
-    kind: Literal["ramp", "steps", "spike"]
-    stages: tuple[tuple[float, int, float], ...]
-
-
-@dataclass(frozen=True)
-class Scenario:
-    """One load scenario, with every default already applied."""
-
-    name: str
-    users: int
-    spawn_rate: float
-    duration_s: float
-    wait_min_s: float = 0.0
-    wait_max_s: float = 0.0
-    warmup_s: float = 0.0
-    tasks: tuple[Task, ...] = ()
-    locustfile: str | None = None
-    user_classes: tuple[str, ...] = ()
-    shape: LoadShape | None = None
-    budget: Budget = Budget()
-    endpoint_budgets: Mapping[str, Budget] = field(default_factory=dict)
-    min_samples: int = 50
-    request_timeout_s: float = 10.0
-    processes: int = 1
-    #: open workload: requests per second started on schedule (None: Locust's closed model)
-    arrival_rate: float | None = None
-    #: distributed: wait for this many ``locust --worker`` processes started elsewhere
-    external_workers: int = 0
-    master_bind: str = "127.0.0.1"
-    description: str = ""
-    source_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def marker(self) -> str:
-        return f"load_{self.name}"
-
-    def with_overrides(
-        self,
-        *,
-        users: int | None = None,
-        spawn_rate: float | None = None,
-        duration_s: float | None = None,
-        processes: int | None = None,
-    ) -> Scenario:
-        """A copy with command-line overrides applied; a shorter run keeps its warm-up share."""
-        changes: dict[str, Any] = {}
-        if users is not None:
-            changes["users"] = users
-        if spawn_rate is not None:
-            changes["spawn_rate"] = spawn_rate
-        if processes is not None:
-            changes["processes"] = processes
-        if duration_s is not None:
-            changes["duration_s"] = duration_s
-            # warm-up never eats more than a quarter of a shortened run
-            changes["warmup_s"] = min(self.warmup_s, duration_s / 4)
-        return dataclasses.replace(self, **changes)
-
-    def __repr__(self) -> str:
-        return (
-            f"Scenario({self.name!r}, users={self.users}, spawn_rate={self.spawn_rate:g}, "
-            f"duration={self.duration_s:g}s)"
-        )
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    """How to reach the system under test: a command to start, or a URL already running."""
-
-    command: str | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    ready_path: str = "/health"
-    startup_timeout_s: float = 60.0
-    url: str | None = None
-    cwd: str | None = None
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    path: Path
-    service: ServiceSpec
-    scenarios: Mapping[str, Scenario]
-
-    def scenario(self, name: str) -> Scenario:
-        try:
-            return self.scenarios[name]
-        except KeyError:
-            known = ", ".join(self.scenarios) or "none"
-            raise ConfigError(
-                str(self.path), f"unknown scenario {name!r}; known scenarios: {known}"
-            ) from None
 
 
 # --- validation ----------------------------------------------------------------------
@@ -410,9 +139,7 @@ def _task(data: object, where: str) -> Task:
         raise ConfigError(f"{where}.name", f"expected a non-empty string, got {name!r}")
     factory = raw.get("json_factory")
     if factory is not None and (not isinstance(factory, str) or ":" not in factory):
-        raise ConfigError(
-            f"{where}.json_factory", f"expected 'module:function', got {factory!r}"
-        )
+        raise ConfigError(f"{where}.json_factory", f"expected 'module:function', got {factory!r}")
     if factory is not None and "json" in raw:
         raise ConfigError(where, "give either json or json_factory, not both")
     headers = raw.get("headers", {})
@@ -448,18 +175,14 @@ def _shape(data: object, where: str) -> LoadShape:
         if end <= last_end:
             raise ConfigError(f"{here}.until", f"stages must end in increasing order, got {end:g}s")
         users = _positive_int(st.get("users"), f"{here}.users", "a number of users", minimum=0)
-        rate = _number(st.get("spawn_rate", 1), f"{here}.spawn_rate", "users per second")
+        rate = parse_number(st.get("spawn_rate", 1), f"{here}.spawn_rate", "users per second")
         stages.append((end, users, rate))
         last_end = end
     return LoadShape(kind=kind, stages=tuple(stages))
 
 
-def _scenario(
-    name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], where: str,
-    lines: Mapping[str, int],
-) -> Scenario:  # fmt: skip
-    merged = {**defaults, **data}
-    budget = budget_from_mapping(merged.get("budgets", {}), f"{where}.budgets")
+def _endpoint_budgets(merged: Mapping[str, Any], where: str) -> dict[str, Budget]:
+    """``endpoints``: a budget per endpoint key; run figures belong in ``budgets``."""
     endpoints_raw = merged.get("endpoints", {})
     if not isinstance(endpoints_raw, Mapping):
         raise ConfigError(f"{where}.endpoints", f"expected a mapping, got {endpoints_raw!r}")
@@ -474,6 +197,13 @@ def _scenario(
                 f"{where}.endpoints.{ep}",
                 f"{', '.join(run_level)} apply to the whole run: put them in budgets",
             )
+    return endpoint_budgets
+
+
+def _users_source(
+    merged: Mapping[str, Any], where: str
+) -> tuple[tuple[Task, ...], str | None, tuple[str, ...]]:
+    """What the simulated users do: ``tasks``, or a ``locustfile`` with ``user_classes``."""
     tasks_raw = merged.get("tasks", [])
     if not isinstance(tasks_raw, list):
         raise ConfigError(f"{where}.tasks", f"expected a list of tasks, got {tasks_raw!r}")
@@ -490,13 +220,21 @@ def _scenario(
         raise ConfigError(
             f"{where}.user_classes", f"expected a list of class names, got {user_classes!r}"
         )
-    for ep in endpoint_budgets:
-        if tasks and ep not in {t.name for t in tasks}:
+    return tasks, locustfile, tuple(user_classes)
+
+
+def _check_endpoint_names(budgets: Mapping[str, Budget], tasks: Sequence[Task], where: str) -> None:
+    names = {t.name for t in tasks}
+    for ep in budgets:
+        if tasks and ep not in names:
             known = ", ".join(t.name for t in tasks)
             raise ConfigError(
                 f"{where}.endpoints.{ep}", f"no task has this name; task names: {known}"
             )
-    wait_min, wait_max = _wait_time(merged.get("wait_time", 0), f"{where}.wait_time")
+
+
+def _window(merged: Mapping[str, Any], where: str) -> tuple[float, float]:
+    """``duration`` and ``warmup`` in seconds; the warm-up leaves some of the run."""
     duration = parse_duration(merged.get("duration", "60s"), f"{where}.duration")
     if duration <= 0:
         raise ConfigError(f"{where}.duration", f"expected a positive duration, got {duration!r}")
@@ -505,29 +243,50 @@ def _scenario(
         raise ConfigError(
             f"{where}.warmup", f"warm-up {warmup:g}s leaves nothing of duration {duration:g}s"
         )
-    shape = _shape(merged["shape"], f"{where}.shape") if "shape" in merged else None
+    return duration, warmup
+
+
+def _arrival_rate(merged: Mapping[str, Any], where: str, *, scheduled: bool) -> float | None:
+    """The open model's rate; ``scheduled`` when a locustfile or a shape drives the users."""
     rate = merged.get("arrival_rate")
-    if rate is not None:
-        if _number(rate, f"{where}.arrival_rate", "requests per second") <= 0:
-            raise ConfigError(f"{where}.arrival_rate", f"expected a rate > 0, got {rate!r}")
-        if locustfile or shape:
-            raise ConfigError(
-                f"{where}.arrival_rate",
-                "the open model drives tasks on its own schedule: it takes neither a "
-                "locustfile nor a shape",
-            )
+    if rate is None:
+        return None
+    if parse_number(rate, f"{where}.arrival_rate", "requests per second") <= 0:
+        raise ConfigError(f"{where}.arrival_rate", f"expected a rate > 0, got {rate!r}")
+    if scheduled:
+        raise ConfigError(
+            f"{where}.arrival_rate",
+            "the open model drives tasks on its own schedule: it takes neither a "
+            "locustfile nor a shape",
+        )
+    return float(rate)
+
+
+def _scenario(
+    name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], where: str,
+    lines: Mapping[str, int],
+) -> Scenario:  # fmt: skip
+    merged = {**defaults, **data}
+    budget = budget_from_mapping(merged.get("budgets", {}), f"{where}.budgets")
+    endpoint_budgets = _endpoint_budgets(merged, where)
+    tasks, locustfile, user_classes = _users_source(merged, where)
+    _check_endpoint_names(endpoint_budgets, tasks, where)
+    wait_min, wait_max = _wait_time(merged.get("wait_time", 0), f"{where}.wait_time")
+    duration, warmup = _window(merged, where)
+    shape = _shape(merged["shape"], f"{where}.shape") if "shape" in merged else None
+    rate = _arrival_rate(merged, where, scheduled=bool(locustfile or shape))
     users = _positive_int(merged.get("users", 1), f"{where}.users", "a number of users")
     return Scenario(
         name=name,
         users=users,
-        spawn_rate=_number(merged.get("spawn_rate", users), f"{where}.spawn_rate", "users/s"),
+        spawn_rate=parse_number(merged.get("spawn_rate", users), f"{where}.spawn_rate", "users/s"),
         duration_s=duration,
         wait_min_s=wait_min,
         wait_max_s=wait_max,
         warmup_s=warmup,
         tasks=tasks,
         locustfile=locustfile,
-        user_classes=tuple(user_classes),
+        user_classes=user_classes,
         shape=shape,
         budget=budget,
         endpoint_budgets=endpoint_budgets,
@@ -538,11 +297,7 @@ def _scenario(
             merged.get("request_timeout", 10), f"{where}.request_timeout"
         ),
         processes=_positive_int(merged.get("processes", 1), f"{where}.processes", "processes"),
-        arrival_rate=(
-            None
-            if merged.get("arrival_rate") is None
-            else _number(merged["arrival_rate"], f"{where}.arrival_rate", "requests per second")
-        ),
+        arrival_rate=rate,
         external_workers=_positive_int(
             merged.get("external_workers", 0), f"{where}.external_workers", "workers", minimum=0
         ),
@@ -590,9 +345,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[Any,
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in result:
-            raise ConfigError(
-                f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r}"
-            )
+            raise ConfigError(f"line {key_node.start_mark.line + 1}", f"duplicate key {key!r}")
         result[key] = loader.construct_object(value_node, deep=True)
         lines[str(key)] = key_node.start_mark.line + 1
     result["__lines__"] = lines

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_perfgate.config import ConfigError, parse_duration
-from pytest_perfgate.core.regression import check_name
+from pytest_perfgate.core.parsing import parse_duration, parse_percent
+from pytest_perfgate.errors import ConfigError
+from pytest_perfgate.results.baselines import check_name
 
 __all__ = ["OPTIONS", "Option", "Settings", "resolve"]
 
@@ -64,11 +65,16 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+_LEVEL = "a confidence level such as 0.95 or 95%"
+
+
 def _level(value: str, where: str) -> float:
-    number = _positive_float(value.rstrip("%"), where)
-    number = number / 100 if value.endswith("%") or number >= 1 else number
+    number = parse_percent(value, where, _LEVEL)
+    if number is None:
+        number = _positive_float(value, where)
+        number = number / 100 if number >= 1 else number
     if not 0.5 <= number < 1:
-        raise ConfigError(where, f"expected a confidence level such as 0.95 or 95%, got {value!r}")
+        raise ConfigError(where, f"expected {_LEVEL}, got {value!r}")
     return number
 
 

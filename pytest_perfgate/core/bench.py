@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pytest_perfgate.config import Budget
+from pytest_perfgate.core.model import Budget
 from pytest_perfgate.core.stats import Sample, summarize
 from pytest_perfgate.core.verdict import Verdict, evaluate
 

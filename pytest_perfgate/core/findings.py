@@ -1,25 +1,28 @@
 """Statistics -> grades and findings: where the time goes and what to do about it.
 
-Pure: no pytest, no locust. Every ``Finding`` is triggered by measured data (statistics,
-the per-second history, failures, the service's Prometheus ``/metrics`` scraped before
-and after the run, the load generator's CPU) and its ``evidence`` quotes those numbers;
-without the data there is no finding. ``analyze_locust_csv`` builds the same figures from
-plain Locust ``--csv`` output so ``perfgate analyze`` works on runs made without us.
+Pure: no pytest, no locust, no file I/O. Every ``Finding`` is triggered by measured
+data (statistics, the per-second history, failures, the service's Prometheus ``/metrics``
+scraped before and after the run, the load generator's CPU) and its ``evidence`` quotes
+those numbers; without the data there is no finding (``results.locust_csv`` reads the
+same figures from plain Locust ``--csv`` output, so ``perfgate analyze`` works on runs
+made without us). Figures are written by the registry's units and ``core.numbers``.
+
+Over 450 lines on purpose: each finding is a trigger, its thresholds and its wording,
+kept beside the figures it reads; split by kind they would repeat the same plumbing.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
+from pytest_perfgate.core.metrics import MS, RPS, SHARE
+from pytest_perfgate.core.numbers import format_count, format_level, format_ms
 from pytest_perfgate.core.stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
-from pytest_perfgate.core.verdict import format_ms as verdict_format_ms
 
 __all__ = [
     "COMPUTE_METRIC",
@@ -28,23 +31,15 @@ __all__ = [
     "Analysis",
     "FailureGroup",
     "Finding",
-    "LocustCsvRun",
     "Summary",
     "analysis_from_dict",
     "analyze",
-    "analyze_locust_csv",
     "classify_failure",
     "error_grade",
-    "format_count",
-    "format_ms",
-    "format_percent",
     "grade",
     "latency_grade",
     "metric_total",
     "parse_prometheus_text",
-    "read_locust_failures",
-    "read_locust_history",
-    "read_locust_stats",
 ]
 
 Severity = Literal["critical", "warning", "info"]
@@ -53,32 +48,6 @@ _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 #: Prometheus histograms of the reference service; their _sum/_count give mean times.
 QUEUE_METRIC = "service_queue_time_seconds"
 COMPUTE_METRIC = "service_compute_time_seconds"
-
-# --- number formatting (the one place; report.py and html_report.py use these too) ---
-
-
-def format_count(n: float) -> str:
-    """``5812`` -> ``"5 812"`` (a space groups thousands, as in the verdict lines)."""
-    return f"{round(n):,}".replace(",", " ")
-
-
-def format_ms(ms: float | None) -> str:
-    """``verdict.format_ms`` (the one millisecond format), with ``-`` when unknown and
-    ``inf`` for an interval side that the samples cannot bound."""
-    if ms is None or math.isnan(ms):
-        return "-"
-    if math.isinf(ms):
-        return "inf" if ms > 0 else "-inf"
-    return verdict_format_ms(ms)
-
-
-def format_percent(fraction: float | None) -> str:
-    """``0.0123`` -> ``"1.23 %"``; small shares keep two decimals."""
-    if fraction is None or not math.isfinite(fraction):
-        return "-"
-    pct = fraction * 100
-    return f"{pct:.2f} %" if pct < 10 else f"{pct:.1f} %"
-
 
 # --- grades --------------------------------------------------------------------------
 
@@ -318,7 +287,7 @@ def _error_finding(stats: RunStats, failures: Iterable[Sample | FailureGroup]) -
             + ", ".join(f"{format_count(n)} x {_ERROR_CLASSES[c][0]}" for c, n in listed)
         )
     evidence = (
-        f"{format_percent(rate)} of requests failed ({format_count(total.failures)} of "
+        f"{SHARE.format(rate)} of requests failed ({format_count(total.failures)} of "
         f"{format_count(total.requests)})"
     )
     if parts:
@@ -334,7 +303,7 @@ def _error_finding(stats: RunStats, failures: Iterable[Sample | FailureGroup]) -
     recommendations: list[str] = []
     for cls in ranked:
         recommendations += [r for r in _ERROR_CLASSES[cls][1] if r not in recommendations]
-    title = f"{format_percent(rate)} of requests failed"
+    title = f"{SHARE.format(rate)} of requests failed"
     if by_class:
         title += f", mostly {_ERROR_CLASSES[ranked[0]][0]}"
     return Finding(
@@ -364,11 +333,11 @@ def _high_latency_findings(stats: RunStats) -> list[Finding]:
             Finding(
                 kind="high_latency",
                 severity="critical" if e.p95 >= 500 else "warning",
-                title=f"{e.name}: P95 {format_ms(e.p95)} ms is above {HIGH_P95_MS:g} ms",
+                title=f"{e.name}: P95 {MS.format(e.p95)} is above {MS.format(HIGH_P95_MS)}",
                 evidence=(
                     f"{e.name} answered {format_count(e.requests)} requests with P50 "
-                    f"{format_ms(e.p50)} ms, P95 {format_ms(e.p95)} ms{_ci_text(e, 'p95')} and "
-                    f"mean {format_ms(e.mean)} ms."
+                    f"{MS.format(e.p50)}, P95 {MS.format(e.p95)}{_ci_text(e, 'p95')} and "
+                    f"mean {MS.format(e.mean)}."
                 ),
                 recommendations=(
                     "Profile one inference end to end (torch.profiler) to see where the time goes.",
@@ -396,9 +365,9 @@ def _tail_findings(stats: RunStats) -> list[Finding]:
                 severity="warning",
                 title=f"{e.name}: P99 is {ratio:.1f}x the P95",
                 evidence=(
-                    f"{e.name}: P99 {format_ms(e.p99)} ms{_ci_text(e, 'p99')} against P95 "
-                    f"{format_ms(e.p95)} ms and P50 {format_ms(e.p50)} ms over "
-                    f"{format_count(e.requests)} requests (max {format_ms(e.max)} ms): "
+                    f"{e.name}: P99 {MS.format(e.p99)}{_ci_text(e, 'p99')} against P95 "
+                    f"{MS.format(e.p95)} and P50 {MS.format(e.p50)} over "
+                    f"{format_count(e.requests)} requests (max {MS.format(e.max)}): "
                     f"about 1 request in 100 is far slower than the rest."
                 ),
                 recommendations=(
@@ -438,11 +407,11 @@ def _dominant_endpoint(stats: RunStats) -> Finding | None:
     return Finding(
         kind="dominant_endpoint",
         severity="info",
-        title=f"{top.name} takes {format_percent(share)} of the total response time",
+        title=f"{top.name} takes {SHARE.format(share)} of the total response time",
         evidence=(
-            f"{top.name} accounts for {format_percent(share)} of the time spent waiting for "
-            f"responses with {format_percent(req_share)} of the requests (mean "
-            f"{format_ms(top.mean)} ms against {format_ms(rest_mean)} ms for the other endpoints)."
+            f"{top.name} accounts for {SHARE.format(share)} of the time spent waiting for "
+            f"responses with {SHARE.format(req_share)} of the requests (mean "
+            f"{MS.format(top.mean)} against {MS.format(rest_mean)} for the other endpoints)."
         ),
         recommendations=recs,
         endpoint=top.name,
@@ -460,7 +429,7 @@ def _ci_text(e: EndpointStats, key: str) -> str:
     ci = e.ci.get(key)
     if not ci:
         return ""
-    return f" ({e.ci_level * 100:g} % CI {format_ms(ci[0])}-{format_ms(ci[1])} ms)"
+    return f" ({format_level(e.ci_level)} CI {MS.format_interval(*ci)})"
 
 
 # --- throughput saturation from the per-second history -------------------------------
@@ -534,19 +503,22 @@ def _saturation_finding(history: Sequence[Mapping[str, Any]]) -> Finding | None:
     knee = next(level for level in levels if level.rps >= 0.9 * peak)
     evidence = (
         f"Users grew {user_growth:.1f}x (from {low.users:.0f} to {top.users:.0f}) but "
-        f"throughput only {rps_growth:.1f}x (from {low.rps:.1f} to {top.rps:.1f} req/s)"
+        f"throughput only {rps_growth:.1f}x (from {RPS.number(low.rps)} to {RPS.format(top.rps)})"
     )
     if knee is not top:
         evidence += (
-            f"; it levelled off at about {knee.rps:.1f} req/s from about {knee.users:.0f} users on"
+            f"; it levelled off at about {RPS.format(knee.rps)} "
+            f"from about {knee.users:.0f} users on"
         )
-        title = f"Throughput saturates at about {knee.rps:.1f} req/s (about {knee.users:.0f} users)"
+        title = (
+            f"Throughput saturates at about {RPS.format(knee.rps)} (about {knee.users:.0f} users)"
+        )
     else:
         title = f"Throughput grew only {rps_growth:.1f}x while users grew {user_growth:.1f}x"
     if low.p50 is not None and top.p50 is not None:
         evidence += (
             f", while the median response time went from {format_ms(low.p50)} to "
-            f"{format_ms(top.p50)} ms"
+            f"{MS.format(top.p50)}"
         )
     return Finding(
         kind="saturation",
@@ -648,11 +620,11 @@ def _time_breakdown(
     whole = sum(parts.values()) or 1.0
     main = max(parts, key=lambda k: parts[k])
     evidence = (
-        f"Server side, a request waited {format_ms(queue_ms)} ms in the queue and computed "
-        f"{format_ms(compute_ms)} ms on average (n={format_count(n)}); the client saw "
-        f"{format_ms(client_ms)} ms on average over {format_count(stats.total.requests)} "
-        f"requests, which leaves {format_ms(overhead_ms)} ms "
-        f"({format_percent(overhead_ms / client_ms if client_ms else 0)}) for network, HTTP "
+        f"Server side, a request waited {MS.format(queue_ms)} in the queue and computed "
+        f"{MS.format(compute_ms)} on average (n={format_count(n)}); the client saw "
+        f"{MS.format(client_ms)} on average over {format_count(stats.total.requests)} "
+        f"requests, which leaves {MS.format(overhead_ms)} "
+        f"({SHARE.format(overhead_ms / client_ms if client_ms else 0)}) for network, HTTP "
         f"and serialisation"
     )
     if client_ms < queue_ms + compute_ms:
@@ -685,7 +657,7 @@ def _time_breakdown(
     return Finding(
         kind="time_breakdown",
         severity="warning" if main == "queue" else "info",
-        title=f"Most of the response time is {main} ({format_percent(parts[main] / whole)})",
+        title=f"Most of the response time is {main} ({SHARE.format(parts[main] / whole)})",
         evidence=evidence + ".",
         recommendations=recs,
         figures={"queue_ms": queue_ms, "compute_ms": compute_ms, "overhead_ms": overhead_ms,
@@ -760,138 +732,3 @@ def analyze(
     if server_metrics_after is None:
         all_notes.append("No server /metrics: queue and compute time were not analysed.")
     return Analysis(summary, grades, tuple(findings), tuple(all_notes))
-
-
-# --- plain Locust CSV output ---------------------------------------------------------
-
-LOCUST_CSV_NOTE = (
-    "Figures come from Locust's CSV: its percentiles are rounded (bucketed) response "
-    "times, and no confidence interval is known."
-)
-
-
-@dataclass(frozen=True)
-class LocustCsvRun:
-    """Figures and analysis of one ``locust --csv PREFIX`` output set."""
-
-    stats: RunStats
-    history: tuple[Mapping[str, Any], ...]
-    failures: tuple[FailureGroup, ...]
-    analysis: Analysis
-    source: Path
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """Rows of a CSV file; ``ValueError`` naming the file when columns are missing."""
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in required if c not in (reader.fieldnames or ())]
-        if missing:
-            raise ValueError(
-                f"{path}: not a Locust CSV file: missing column(s) {', '.join(missing)}"
-            )
-        return list(reader)
-
-
-def _endpoint_key(method: str, name: str) -> str:
-    method = method.strip()
-    if not method or name.startswith(method + " "):
-        return name
-    return f"{method} {name}"
-
-
-def _float(row: Mapping[str, str], column: str, path: Path) -> float:
-    value = row.get(column, "")
-    if value in ("", "N/A"):
-        return math.nan
-    try:
-        return float(value)
-    except ValueError:
-        raise ValueError(f"{path}: column {column!r}: expected a number, got {value!r}") from None
-
-
-def read_locust_stats(path: Path) -> RunStats:
-    """``<prefix>_stats.csv`` -> ``RunStats`` (std unknown: NaN; no confidence intervals)."""
-    rows = _read_csv(
-        path, ("Type", "Name", "Request Count", "Failure Count", "Average Response Time",
-               "Requests/s", "50%", "95%", "99%")
-    )  # fmt: skip
-    entries: dict[str, EndpointStats] = {}
-    total: EndpointStats | None = None
-    for row in rows:
-        is_total = row["Name"] == "Aggregated"
-        name = TOTAL if is_total else _endpoint_key(row["Type"], row["Name"])
-        requests = int(_float(row, "Request Count", path))
-        entry = EndpointStats(
-            name=name,
-            requests=requests,
-            failures=int(_float(row, "Failure Count", path)),
-            rps=_float(row, "Requests/s", path),
-            mean=_float(row, "Average Response Time", path),
-            std=math.nan,
-            min=_float(row, "Min Response Time", path),
-            max=_float(row, "Max Response Time", path),
-            p50=_float(row, "50%", path),
-            p95=_float(row, "95%", path),
-            p99=_float(row, "99%", path),
-            ci={},
-        )
-        if is_total:
-            total = entry
-        else:
-            entries[name] = entry
-    if total is None:
-        raise ValueError(f"{path}: no 'Aggregated' row; is this a Locust *_stats.csv file?")
-    duration = total.requests / total.rps if total.rps > 0 else 0.0
-    return RunStats(endpoints=entries, total=total, duration_s=duration)
-
-
-def read_locust_history(path: Path) -> tuple[dict[str, Any], ...]:
-    """``<prefix>_stats_history.csv`` (the Aggregated rows) -> our history rows.
-
-    Keys: ``t`` (s since the first row), ``users``, ``rps``, ``fails`` (failures/s), ``p50``,
-    ``p95`` (ms; Locust's cumulative percentiles unless run with ``--csv-full-history``).
-    """
-    rows = _read_csv(path, ("Timestamp", "User Count", "Name", "Requests/s", "Failures/s"))
-    out: list[dict[str, Any]] = []
-    start: float | None = None
-    for row in rows:
-        if row["Name"] != "Aggregated":
-            continue
-        ts = _float(row, "Timestamp", path)
-        start = ts if start is None else start
-        out.append({
-            "t": ts - start,
-            "users": _float(row, "User Count", path),
-            "rps": _float(row, "Requests/s", path),
-            "fails": _float(row, "Failures/s", path),
-            "p50": _float(row, "50%", path),
-            "p95": _float(row, "95%", path),
-        })  # fmt: skip
-    return tuple(out)
-
-
-def read_locust_failures(path: Path) -> tuple[FailureGroup, ...]:
-    """``<prefix>_failures.csv`` -> failure groups (the status is read from the error text)."""
-    rows = _read_csv(path, ("Method", "Name", "Error", "Occurrences"))
-    return tuple(
-        FailureGroup(
-            endpoint=_endpoint_key(r["Method"], r["Name"]),
-            error=r["Error"],
-            occurrences=int(_float(r, "Occurrences", path)),
-        )
-        for r in rows
-    )
-
-
-def analyze_locust_csv(
-    stats_csv_path: Path,
-    history_csv_path: Path | None = None,
-    failures_csv_path: Path | None = None,
-) -> LocustCsvRun:
-    """Analyse plain Locust ``--csv`` output; raises ``OSError`` or ``ValueError`` (file named)."""
-    stats = read_locust_stats(stats_csv_path)
-    history = read_locust_history(history_csv_path) if history_csv_path else ()
-    failures = read_locust_failures(failures_csv_path) if failures_csv_path else ()
-    analysis = analyze(stats, history, failures=failures, notes=(LOCUST_CSV_NOTE,))
-    return LocustCsvRun(stats, history, failures, analysis, stats_csv_path)

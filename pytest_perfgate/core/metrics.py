@@ -56,6 +56,7 @@ class Unit:
     parser: Callable[[object, str, str], float]
     number: Callable[[float], str]  # the value without the unit
     floor_at_zero: bool = False  # an interval's unbounded lower side reads as 0
+    never: str = ""  # how +inf reads, unit and all (recovery: "never"); "" for "inf <unit>"
 
     def parse(self, value: object, where: str) -> float:
         return self.parser(value, where, self.what)
@@ -64,7 +65,15 @@ class Unit:
         """``412 ms``; ``-`` when unknown (``None`` or NaN)."""
         if value is None or math.isnan(value):
             return "-"
+        if self.never and value == math.inf:
+            return self.never
         return f"{self.number(value)} {self.symbol}"
+
+    def bare(self, value: float | None) -> str:
+        """``412``: the number alone, for a column headed by the unit; ``-`` when unknown."""
+        if value is None or math.isnan(value):
+            return "-"
+        return self.number(value)
 
     def format_interval(self, low: float, high: float) -> str:
         """``238-265 ms``: one unit for both sides."""
@@ -93,7 +102,7 @@ MS = Unit("ms", "a number of milliseconds", _number_parser, format_ms, floor_at_
 SHARE = Unit("%", "a fraction such as 0.01 or '1%'", _fraction_parser, format_percent)
 RPS = Unit("req/s", "a number of requests per second", _number_parser, format_number)
 MB = Unit("MB", "a number of megabytes", _number_parser, format_count)
-SECONDS = Unit("s", "a duration such as '10s'", _duration_parser, _seconds)
+SECONDS = Unit("s", "a duration such as '10s'", _duration_parser, _seconds, never="never")
 UTILISATION = Unit("%", "a utilisation in percent", _number_parser, lambda v: f"{v:.0f}")
 
 
@@ -125,6 +134,9 @@ class Metric:
 
     def format(self, value: float | None) -> str:
         return self.unit.format(value)
+
+    def bare(self, value: float | None) -> str:
+        return self.unit.bare(value)
 
     def format_interval(self, low: float, high: float) -> str:
         return self.unit.format_interval(low, high)
@@ -232,6 +244,24 @@ class Regression:
             return "+inf %" if change > 0 else "-inf %"
         percent = 100 * change
         return f"{percent:+.1f} %" if abs(percent) < 9.95 else f"{percent:+.0f} %"
+
+    def format(self, change: float | None) -> str:
+        """A change as a table cell reads it (``format_change``); ``-`` when unknown."""
+        if change is None or math.isnan(change):
+            return "-"
+        return self.format_change(change)
+
+    def format_interval(self, low: float, high: float) -> str:
+        """``+18 % to +45 %``: an interval of the change (a drop's, read as a change)."""
+        if self.change == "drop":
+            low, high = high, low
+        return f"{self.format_change(low)} to {self.format_change(high)}"
+
+    def budget_text(self, allowance: float) -> str:
+        """The allowance as a table reads it: ``p95 vs baseline < +10 %``, a drop
+        ``req/s vs baseline >= -10 %``."""
+        op = ">=" if self.change == "drop" else "<"
+        return f"{self.column} {op} {self.format_change(allowance)}"
 
     def format_figures(self, base: float, new: float) -> str:
         """``100 -> 131 ms``: the figure on both sides, one unit."""

@@ -14,6 +14,7 @@ __all__ = [
     "format_ms",
     "format_number",
     "format_percent",
+    "format_signed_percent",
 ]
 
 
@@ -33,6 +34,8 @@ def _infinite(value: float) -> str | None:
 
 def format_count(n: float) -> str:
     """``5812`` -> ``"5 812"``."""
+    if (inf := _infinite(n)) is not None:
+        return inf
     return _grouped(f"{round(n):,d}")
 
 
@@ -60,6 +63,11 @@ def format_percent(share: float, decimals: int = 2) -> str:
     if (inf := _infinite(share)) is not None:
         return inf
     return f"{100 * share:.{decimals}f}"
+
+
+def format_signed_percent(change: float) -> str:
+    """A relative change in whole percent with its sign, no unit: ``0.37`` -> ``"+37"``."""
+    return f"{round(100 * change):+d}"
 
 
 def format_level(level: float) -> str:

@@ -2,7 +2,7 @@
 
 Pure functions over the samples, the load shape and the service's ``/metrics`` before and
 after; no pytest, no locust. They feed the budgets ``hard_error_rate``, ``recovery_s``
-and ``rss_growth_mb`` (see ``config.BUDGET_HELP``). ``None`` means the figure cannot be
+and ``rss_growth_mb`` (their entries in ``core.metrics``). ``None`` means the figure cannot be
 measured in this run (no shape, no ``/metrics``); a budget on it is then INVALID.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pytest_perfgate.config import LoadShape
+from pytest_perfgate.core.model import LoadShape
 from pytest_perfgate.core.stats import Sample, percentile
 
 __all__ = ["SHED_STATUSES", "hard_error_rate", "recovery_seconds", "rss_growth_mb"]

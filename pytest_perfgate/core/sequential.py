@@ -64,9 +64,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pytest_perfgate.config import Budget, Scenario
+from pytest_perfgate.core.metrics import SECONDS, Metric, metric
+from pytest_perfgate.core.model import Budget, Scenario
+from pytest_perfgate.core.numbers import format_count
 from pytest_perfgate.core.stats import TOTAL, LagOne, Sample
-from pytest_perfgate.core.verdict import format_count, format_ms, metric_label
 
 __all__ = [
     "Decision",
@@ -81,7 +82,6 @@ State = Literal["continue", "pass", "fail"]
 #: alternatives of the mixture, as odds ratios against p0 (fail side; the pass side uses 1/r)
 _ODDS_RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 _MAX_LAG = 256
-_QUANTILE_METRICS = {"p50_ms": 0.50, "p95_ms": 0.95, "p99_ms": 0.99}
 
 
 @dataclass(frozen=True)
@@ -208,11 +208,18 @@ def decide(
 
 
 class _Monitor:
-    """One budgeted metric of one endpoint (or of TOTAL) followed during the run."""
+    """One budgeted metric of one endpoint (or of TOTAL) followed during the run.
 
-    def __init__(self, endpoint: str, metric: str, limit: float, alpha: float) -> None:
+    Its registry entry says how: a quantile is a share of requests over the limit, a
+    proportion (the error rate) a share of failed requests, the maximum is breached by
+    any request over it; other metrics (mean, throughput, run figures) are not decided
+    early.
+    """
+
+    def __init__(self, endpoint: str, key: str, limit: float, alpha: float) -> None:
         self.endpoint = endpoint
-        self.metric = metric
+        self.metric = key
+        self.entry: Metric = metric(key)
         self.limit = limit
         self.test: ShareTest | None = None
         self.any_hit_fails = False  # max_ms and error_rate 0: one hit decides
@@ -220,20 +227,25 @@ class _Monitor:
         self.hits = 0
         self.n = 0
         self.failing_since: float | None = None
-        if metric in _QUANTILE_METRICS:
-            self.test = ShareTest(1.0 - _QUANTILE_METRICS[metric], alpha)
-        elif metric == "error_rate" and 0.0 < limit < 1.0:
+        judge, q = self.entry.judge, self.entry.q
+        if judge == "quantile" and q is not None:
+            self.test = ShareTest(1.0 - q, alpha)
+        elif judge == "proportion" and 0.0 < limit < 1.0:
             self.test = ShareTest(limit, alpha)
-        elif metric == "error_rate":
+        elif judge == "proportion":
             self.any_hit_fails, self.passes = limit <= 0.0, limit >= 1.0
-        elif metric == "max_ms":
+        elif self._on_each_request():
             self.any_hit_fails = True
+
+    def _on_each_request(self) -> bool:
+        """The maximum: a ceiling on every single response time."""
+        return self.entry.judge == "fact" and self.entry.stat == "max"
 
     def feed(self, ms: Sequence[float], ok: Sequence[bool]) -> None:
         """Add one endpoint's new requests in arrival order."""
-        if self.metric == "error_rate":
+        if self.entry.judge == "proportion":
             hits: list[bool] = [not good for good in ok]
-        elif self.metric in _QUANTILE_METRICS or self.metric == "max_ms":
+        elif self.entry.judge == "quantile" or self._on_each_request():
             limit = self.limit
             hits = [x > limit for x in ms]
         else:
@@ -253,15 +265,13 @@ class _Monitor:
         return self.test.decision(min_ess_factor).state
 
     def describe(self, state: State) -> str:
-        label = metric_label(self.metric)
-        what = f"{self.endpoint} {label}".rstrip()
-        if self.metric == "error_rate":
-            limit = f"{100 * self.limit:.2f} %"
-            share = f"{format_count(self.hits)} of {format_count(self.n)} requests failed"
-        else:
-            limit = f"{format_ms(self.limit)} ms"
-            share = f"{format_count(self.hits)} of {format_count(self.n)} requests over {limit}"
-        relation = "<=" if state == "pass" else ">"
+        what = f"{self.endpoint} {self.entry.label}".rstrip()
+        limit = self.entry.format(self.limit)
+        counted = f"{format_count(self.hits)} of {format_count(self.n)} requests"
+        share = (
+            f"{counted} failed" if self.entry.judge == "proportion" else f"{counted} over {limit}"
+        )
+        relation = self.entry.relation(failed=state != "pass")
         return f"{what} {relation} {limit} ({share})"
 
 
@@ -299,10 +309,10 @@ class StopRule:
         self._seen = 0
         self._lags: dict[str, LagOne] = {}  # by endpoint, and TOTAL
         self.monitors = [
-            _Monitor(endpoint, metric, limit, self._alpha)
+            _Monitor(endpoint, key, limit, self._alpha)
             for endpoint, b in self._budgets
             if b.severity == "block"
-            for metric, limit in b.limits().items()
+            for key, limit in b.limits().items()
         ]
 
     def __call__(self, samples: Sequence[Sample], elapsed_s: float) -> str | None:
@@ -359,7 +369,7 @@ class StopRule:
         if breaches:
             held = max(elapsed_s - m.failing_since for m in breaches if m.failing_since is not None)
             found = "; ".join(m.describe("fail") for m in breaches)
-            return f"abort: clear breach held for {held:.0f} s: {found}"
+            return f"abort: clear breach held for {SECONDS.format(held)}: {found}"
         measured = elapsed_s - self.warmup_s
         if (
             measured >= self.min_duration_s
@@ -368,7 +378,7 @@ class StopRule:
         ):
             found = "; ".join(m.describe("pass") for m in self.monitors)
             return (
-                f"stop: every blocking budget decided (PASS) after {measured:.0f} s "
+                f"stop: every blocking budget decided (PASS) after {SECONDS.format(measured)} "
                 f"and {format_count(self.requests)} requests: {found}"
             )
         return None

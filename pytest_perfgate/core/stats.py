@@ -21,6 +21,9 @@ Methods, and what they guarantee:
 
 All intervals assume independent samples; ``sequential`` widens its own evidence for
 correlation in time.
+
+Over 450 lines on purpose: each interval method sits beside the exact computation it
+needs (binomial tails, rank searches) and the argument for its coverage.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
+
+from pytest_perfgate.core.metrics import METRICS
 
 __all__ = [
     "TOTAL",
@@ -52,7 +57,10 @@ TOTAL = "Total"  #: key of the all-endpoints row, as in Locust's "Aggregated"
 #: ``Sample.status`` of a task that raised before sending anything: a failure with no
 #: response time, so it counts in the error rate but not in latency percentiles
 NOT_SENT = -1
-QUANTILES: Mapping[str, float] = {"p50": 0.50, "p95": 0.95, "p99": 0.99}
+#: the quantiles a row reports, by ``EndpointStats`` field: the registry's quantile metrics
+QUANTILES: Mapping[str, float] = {
+    m.stat: m.q for m in METRICS if m.judge == "quantile" and m.stat and m.q is not None
+}
 
 # q * n is compared with integers; this absorbs float noise such as 0.07 * 100 = 7.000000000000001
 _RANK_EPS = 1e-9

@@ -3,6 +3,10 @@
 Pure functions; no pytest import. The one place that formats a breach line, e.g.
 ``light: POST /predict p95 412 ms > budget 300 ms (+37 %, n=5 812, 95 % CI 398-426 ms)``.
 
+Pure: no pytest, no I/O. Each metric is judged by its registry entry (``Metric.judge``,
+``direction``, ``q``, ``stat``) and written with its label, unit and relation from there;
+``interval_outcome`` and ``more_samples_text`` are shared with ``regression``.
+
 How each budgeted metric is judged (``level`` is the statistics' confidence level):
 
 - ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the order-statistic interval of ``stats.quantile_ci``.
@@ -14,6 +18,8 @@ How each budgeted metric is judged (``level`` is the statistics' confidence leve
 - ``error_rate``: the same rule on the Clopper-Pearson interval of the failure share; a
   limit of 0 means "no failure", judged on the count.
 - ``min_rps``: the observed throughput against the limit (a point estimate).
+- run figures (``scope == "run"``: GPU, hard errors, recovery, memory growth): the
+  figure against the limit; an absent figure makes the budget INVALID (``Metric.absent``).
 
 The scenario is INVALID when the run cannot be trusted (too few samples, a budgeted
 endpoint without requests, reasons from the runner); else FAIL when a blocking check
@@ -26,60 +32,31 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pytest_perfgate.config import RUN_FIGURES, Budget
-from pytest_perfgate.core.stats import (
-    QUANTILES,
-    TOTAL,
-    EndpointStats,
-    RunStats,
-    mean_ci,
-    proportion_ci,
-    samples_needed,
-)
+from pytest_perfgate.core.metrics import Judge, Metric, Regression, metric, regression
+from pytest_perfgate.core.model import Budget
+from pytest_perfgate.core.numbers import format_count, format_level, format_signed_percent
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, mean_ci, proportion_ci
+from pytest_perfgate.core.stats import samples_needed as _samples_needed
 
 __all__ = [
     "INCONCLUSIVE_POLICIES",
     "Check",
     "Outcome",
     "Verdict",
+    "entry",
     "evaluate",
-    "format_count",
-    "format_ms",
+    "format_value",
+    "interval_outcome",
     "metric_label",
+    "more_samples_text",
 ]
 
 #: what an INCONCLUSIVE scenario does to the test: fail it, pass it with a warning, pass
 #: it, or ("auto") fail it only where the point estimate is over the budget
 INCONCLUSIVE_POLICIES = ("fail", "warn", "pass", "auto")
-
-_LABELS = {
-    "p50_ms": "p50",
-    "p95_ms": "p95",
-    "p99_ms": "p99",
-    "avg_ms": "mean",
-    "max_ms": "max",
-    "error_rate": "error rate",
-    "min_rps": "",
-    "gpu_mem_mb": "GPU memory",
-    "gpu_util_min": "GPU utilisation",
-    "hard_error_rate": "hard error rate",
-    "recovery_s": "recovery after the spike",
-    "rss_growth_mb": "service memory growth",
-    "p50_regression": "p50 vs baseline",
-    "p95_regression": "p95 vs baseline",
-    "p99_regression": "p99 vs baseline",
-    "avg_regression": "mean vs baseline",
-    "error_rate_regression": "error rate vs baseline",
-    "rps_regression": "throughput vs baseline",
-}
-
-
-def metric_label(metric: str) -> str:
-    """How a Budget key reads in a sentence: ``p95_ms`` -> ``p95``, ``min_rps`` -> ``""``."""
-    return _LABELS.get(metric, metric)
 
 
 class Outcome(enum.Enum):
@@ -89,65 +66,62 @@ class Outcome(enum.Enum):
     INVALID = "INVALID"
 
 
-# --- number formatting ---------------------------------------------------------------
+# --- the registry, as checks read it ---------------------------------------------------
 
 
-def _grouped(text: str) -> str:
-    return text.replace(",", " ")
+def entry(key: str) -> Metric | Regression | None:
+    """The registry entry of a check's ``metric`` key: a budget metric, an allowance, or none."""
+    try:
+        return metric(key)
+    except KeyError:
+        pass
+    try:
+        return regression(key)
+    except KeyError:
+        return None
 
 
-def _trim(text: str) -> str:
-    return text[:-2] if text.endswith(".0") else text
+def metric_label(key: str) -> str:
+    """How a check's key reads in a sentence: ``p95_ms`` -> ``p95``, ``min_rps`` -> ``""``,
+    ``p95_regression`` -> ``p95 vs baseline``."""
+    found = entry(key)
+    if isinstance(found, Regression):
+        return f"{found.label} vs baseline"
+    return key if found is None else found.label
 
 
-def format_count(n: int) -> str:
-    """``5812`` -> ``"5 812"``."""
-    return _grouped(f"{n:,d}")
+def format_value(key: str, value: float) -> str:
+    """A budget metric's value with its unit (the registry's): ``412 ms``, ``1.00 %``."""
+    return metric(key).format(value)
 
 
-def format_ms(ms: float) -> str:
-    """Milliseconds with sensible precision, no unit: ``412``, ``9.8``, ``0.42``, ``1 234``."""
-    if math.isinf(ms):
-        return "inf" if ms > 0 else "-inf"
-    size = abs(ms)
-    if size >= 99.5:
-        return _grouped(f"{ms:,.0f}")
-    if size >= 0.995 or size == 0:
-        return _trim(f"{ms:.1f}")
-    return f"{ms:.2g}"
+def interval_outcome(
+    ci: tuple[float, float], limit: float, judged: Metric | Regression | None = None
+) -> Outcome:
+    """PASS when the whole interval is on the good side of ``limit``, FAIL when it is
+    wholly on the bad side, INCONCLUSIVE when ``limit`` lies inside it.
+
+    A ceiling (every regression allowance too) passes at ``high <= limit``; a floor
+    (``judged.floor``) passes at ``low >= limit``.
+    """
+    low, high = ci
+    if isinstance(judged, Metric) and judged.floor:
+        low, high, limit = -high, -low, -limit
+    if high <= limit:
+        return Outcome.PASS
+    if low > limit:
+        return Outcome.FAIL
+    return Outcome.INCONCLUSIVE
 
 
-def _format_rps(rps: float) -> str:
-    return _trim(_grouped(f"{rps:,.1f}"))
-
-
-def _format_percent(share: float, decimals: int = 2) -> str:
-    return f"{100 * share:.{decimals}f}"
-
-
-def format_value(metric: str, value: float) -> str:
-    """A budget metric's value with its unit: ``412 ms``, ``1.00 %``, ``2 500 MB``, ``4 s``."""
-    if metric in ("error_rate", "hard_error_rate"):
-        return f"{_format_percent(value)} %"
-    if metric == "min_rps":
-        return f"{_format_rps(value)} req/s"
-    if metric in ("gpu_mem_mb", "rss_growth_mb"):
-        return f"{format_count(round(value))} MB"
-    if metric == "recovery_s":
-        return "never" if math.isinf(value) else f"{value:.0f} s"
-    if metric == "gpu_util_min":
-        return f"{value:.0f} %"
-    return f"{format_ms(value)} ms"
-
-
-def _format_level(level: float) -> str:
-    return f"{100 * level:.10g} %"
+def more_samples_text(more: int | None, sits_on: str = "the estimate sits on the budget") -> str:
+    """``about 2 063 more samples would decide it``; with no count, why none would."""
+    if more is None:
+        return f"{sits_on}, so no sample count would decide it"
+    return f"about {format_count(more)} more samples would decide it"
 
 
 # --- checks --------------------------------------------------------------------------
-
-
-_AT_LEAST = ("min_rps", "gpu_util_min")  # budgets that are floors, not ceilings
 
 
 @dataclass(frozen=True)
@@ -156,7 +130,7 @@ class Check:
 
     scenario: str
     endpoint: str  # endpoint key, or stats.TOTAL
-    metric: str  # a Budget key: "p95_ms", "error_rate", "min_rps", ...
+    metric: str  # a budget key of the registry: "p95_ms", "error_rate", "min_rps", ...
     limit: float
     observed: float | None  # None when the endpoint got no request
     n: int
@@ -176,135 +150,124 @@ class Check:
         """Whether the point estimate alone breaches the limit (``auto`` policy's rule)."""
         if self.observed is None:
             return False
-        if self.metric in _AT_LEAST:
-            return self.observed < self.limit
-        return self.observed > self.limit
+        found = entry(self.metric)
+        if isinstance(found, Metric):
+            return found.breached(self.observed, self.limit)
+        return self.observed > self.limit  # an allowance's change is "how much worse"
 
     def message(self) -> str:
         """The sentence a reviewer reads, e.g. the breach line in the module docstring."""
         label = metric_label(self.metric)
         what = f"{self.scenario}: {self.endpoint}" + (f" {label}" if label else "")
+        m = metric(self.metric)
+        budget = f"budget {m.format(self.limit)}"
         if self.outcome is Outcome.INVALID or self.observed is None:
-            text = f"{what} budget {self._value(self.limit)}: invalid, {self.reason or 'no data'}"
+            text = f"{what} {budget}: invalid, {self.reason or 'no data'}"
         elif self.outcome is Outcome.INCONCLUSIVE:
             text = (
-                f"{what} {self._value(self.observed)} ~ budget {self._value(self.limit)} "
-                f"({self._details()}): inconclusive, the budget lies inside the CI; "
-                + self._more_text()
+                f"{what} {m.format(self.observed)} ~ {budget} ({self._details(m)}): "
+                f"inconclusive, the budget lies inside the CI; "
+                + more_samples_text(self.more_samples)
             )
         else:
-            text = (
-                f"{what} {self._value(self.observed)} {self._relation()} "
-                f"budget {self._value(self.limit)} ({self._details()})"
-            )
+            relation = m.relation(failed=self.outcome is Outcome.FAIL)
+            text = f"{what} {m.format(self.observed)} {relation} {budget} ({self._details(m)})"
         return text if self.blocking else f"{text} [warn]"
 
-    def _value(self, value: float) -> str:
-        return format_value(self.metric, value)
-
-    def _relation(self) -> str:
-        if self.metric in _AT_LEAST:
-            return "<" if self.outcome is Outcome.FAIL else ">="
-        return ">" if self.outcome is Outcome.FAIL else "<="
-
-    def _details(self) -> str:
+    def _details(self, m: Metric) -> str:
         parts = []
-        if self.metric != "error_rate" and self.observed is not None and self.limit > 0:
-            parts.append(f"{round(100 * (self.observed / self.limit - 1)):+d} %")
+        if m.judge != "proportion" and self.observed is not None and self.limit > 0:
+            parts.append(f"{format_signed_percent(self.observed / self.limit - 1)} %")
         parts.append(f"n={format_count(self.n)}")
         if self.ci is not None:
-            parts.append(f"{_format_level(self.level)} CI {self._interval(*self.ci)}")
+            parts.append(f"{format_level(self.level)} CI {m.format_interval(*self.ci)}")
         return ", ".join(parts)
-
-    def _interval(self, low: float, high: float) -> str:
-        if self.metric == "error_rate":
-            decimals = 1 if high >= 0.01 else 2
-            return f"{_format_percent(low, decimals)}-{_format_percent(high, decimals)} %"
-        # response times are never negative: an unbounded lower side reads as 0
-        return f"{format_ms(max(low, 0.0))}-{format_ms(high)} ms"
-
-    def _more_text(self) -> str:
-        if self.more_samples is None:
-            return "the estimate sits on the budget, so no sample count would decide it"
-        return f"about {format_count(self.more_samples)} more samples would decide it"
-
-
-def _interval_outcome(ci: tuple[float, float], limit: float) -> Outcome:
-    low, high = ci
-    if high <= limit:
-        return Outcome.PASS
-    if low > limit:
-        return Outcome.FAIL
-    return Outcome.INCONCLUSIVE
-
-
-_ABSENT = {
-    "gpu_mem_mb": "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none",
-    "gpu_util_min": "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none",
-    "hard_error_rate": "no request was made",
-    "recovery_s": "no recovery to measure: it needs a shape with stages before and after "
-    "its peak, and requests before the peak",
-    "rss_growth_mb": "the service's /metrics has no service_process_resident_memory_bytes",
-}
 
 
 def _run_figure_check(
-    scenario: str, metric: str, limit: float, observed: float | None, n: int, severity: str
+    scenario: str, m: Metric, limit: float, observed: float | None, n: int, severity: str
 ) -> Check:
     """A figure of the whole run against its limit; an absent figure makes it INVALID."""
     if observed is None:
-        return Check(scenario, TOTAL, metric, limit, None, 0, Outcome.INVALID, severity,
-                     reason=_ABSENT[metric])  # fmt: skip
-    breach = observed < limit if metric in _AT_LEAST else observed > limit
-    return Check(scenario, TOTAL, metric, limit, observed, n,
-                 Outcome.FAIL if breach else Outcome.PASS, severity)  # fmt: skip
+        return Check(scenario, TOTAL, m.key, limit, None, 0, Outcome.INVALID, severity,
+                     reason=m.absent)  # fmt: skip
+    outcome = Outcome.FAIL if m.breached(observed, limit) else Outcome.PASS
+    return Check(scenario, TOTAL, m.key, limit, observed, n, outcome, severity)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """What one judge found in a row: the figure, its interval (if any) and the outcome."""
+
+    observed: float
+    outcome: Outcome
+    ci: tuple[float, float] | None = None
+
+
+def _stat(m: Metric, row: EndpointStats) -> float:
+    return float(getattr(row, m.stat or ""))
+
+
+def _by_quantile(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    ci = row.ci[m.stat or ""]
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _by_mean(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    n_eff = max(1, math.floor(row.requests / max(row.ess_factor, 1.0)))
+    ci = mean_ci(row.mean, row.std, n_eff, row.ci_level)
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _by_proportion(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    ci = proportion_ci(row.failures, row.requests, row.ci_level)
+    if limit <= 0:  # "no failure at all" is judged on the count, not on an interval
+        return _Judged(_stat(m, row), Outcome.FAIL if row.failures else Outcome.PASS, ci)
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _as_fact(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    observed = _stat(m, row)
+    return _Judged(observed, Outcome.FAIL if m.breached(observed, limit) else Outcome.PASS)
+
+
+_JUDGES: Mapping[Judge, Callable[[Metric, float, EndpointStats], _Judged]] = {
+    "quantile": _by_quantile,
+    "mean": _by_mean,
+    "proportion": _by_proportion,
+    "fact": _as_fact,
+}
 
 
 def _check(
-    scenario: str, endpoint: str, metric: str, limit: float, row: EndpointStats | None,
+    scenario: str, endpoint: str, key: str, limit: float, row: EndpointStats | None,
     severity: str, figures: Mapping[str, float | None],
 ) -> Check:  # fmt: skip
-    """Judge one budgeted metric of one row (see the module docstring for the rules)."""
-    if metric in RUN_FIGURES:
+    """Judge one budgeted metric of one row by its registry entry (module docstring)."""
+    try:
+        m = metric(key)
+    except KeyError:
+        raise ValueError(f"unknown budget metric {key!r}") from None
+    if m.scope == "run":
         n = row.requests if row is not None else 0
-        return _run_figure_check(scenario, metric, limit, figures.get(metric), n, severity)
+        return _run_figure_check(scenario, m, limit, figures.get(m.key), n, severity)
     if row is None or row.requests == 0:
         reason = "no request was made" if endpoint == TOTAL else "the endpoint got no request"
-        return Check(scenario, endpoint, metric, limit, None, 0, Outcome.INVALID, severity,
+        return Check(scenario, endpoint, m.key, limit, None, 0, Outcome.INVALID, severity,
                      reason=reason)  # fmt: skip
-    n, level = row.requests, row.ci_level
-    ci: tuple[float, float] | None = None
-    q: float | None = None
-    if metric in ("p50_ms", "p95_ms", "p99_ms"):
-        key = metric[:3]
-        observed, ci, q = getattr(row, key), row.ci[key], QUANTILES[key]
-        outcome = _interval_outcome(ci, limit)
-    elif metric == "avg_ms":
-        observed = row.mean
-        n_eff = max(1, math.floor(n / max(row.ess_factor, 1.0)))
-        ci = mean_ci(row.mean, row.std, n_eff, level)
-        outcome = _interval_outcome(ci, limit)
-    elif metric == "max_ms":
-        observed = row.max
-        outcome = Outcome.PASS if observed <= limit else Outcome.FAIL
-    elif metric == "error_rate":
-        observed = row.error_rate
-        ci = proportion_ci(row.failures, n, level)
-        if limit <= 0:  # "no failure at all" is judged on the count, not on an interval
-            outcome = Outcome.PASS if row.failures == 0 else Outcome.FAIL
-        else:
-            outcome = _interval_outcome(ci, limit)
-    elif metric == "min_rps":
-        observed = row.rps
-        outcome = Outcome.PASS if observed >= limit else Outcome.FAIL
-    else:
-        raise ValueError(f"unknown budget metric {metric!r}")
-    more = None
-    if outcome is Outcome.INCONCLUSIVE and ci is not None:
-        total = samples_needed(n, observed, ci, limit, q=q, level=level, ess_factor=row.ess_factor)
-        more = None if total is None else total - n
-    return Check(scenario, endpoint, metric, limit, observed, n, outcome, severity, ci, level,
-                 more)  # fmt: skip
+    judged = _JUDGES[m.judge](m, limit, row)
+    more = _more_samples(m, limit, row, judged)
+    return Check(scenario, endpoint, m.key, limit, judged.observed, row.requests,
+                 judged.outcome, severity, judged.ci, row.ci_level, more)  # fmt: skip
+
+
+def _more_samples(m: Metric, limit: float, row: EndpointStats, judged: _Judged) -> int | None:
+    """About how many more samples would decide an INCONCLUSIVE check (``None`` otherwise)."""
+    if judged.outcome is not Outcome.INCONCLUSIVE or judged.ci is None:
+        return None
+    total = _samples_needed(row.requests, judged.observed, judged.ci, limit, q=m.q,
+                            level=row.ci_level, ess_factor=row.ess_factor)  # fmt: skip
+    return None if total is None else total - row.requests
 
 
 # --- verdicts ------------------------------------------------------------------------
@@ -369,11 +332,7 @@ class Verdict:
 
 def _inconclusive_note(check: Check, policy: str) -> str:
     label = metric_label(check.metric)
-    more = (
-        "no sample count would decide it while the estimate sits on the budget"
-        if check.more_samples is None
-        else f"about {format_count(check.more_samples)} more samples would decide it"
-    )
+    more = more_samples_text(check.more_samples)
     if policy == "auto":
         side = ">" if check.over_budget else "<="
         effect = "fails" if check.over_budget else "passes"
@@ -406,8 +365,8 @@ def evaluate(
     ``"warn"`` (pass, and say so), ``"pass"``, or ``"auto"`` (fail only where the point
     estimate breaches the budget). Each undecided check also becomes a note in
     ``reasons`` saying about how many more samples would decide it. ``figures`` holds the
-    run-level figures by budget key (``config.RUN_FIGURES``: GPU, hard errors, recovery,
-    memory growth); ``None`` is absent, so a budget on it is INVALID.
+    run-level figures by budget key (the registry's ``scope == "run"`` metrics: GPU, hard errors,
+    recovery, memory growth); ``None`` is absent, so a budget on it is INVALID.
     """
     if inconclusive not in INCONCLUSIVE_POLICIES:
         raise ValueError(
@@ -417,46 +376,57 @@ def evaluate(
     budgets: list[tuple[str, Budget]] = [(TOTAL, budget), *endpoint_budgets.items()]
     run_figures = figures or {}
     own = tuple(
-        _check(scenario, endpoint, metric, limit, _row(stats, endpoint), b.severity, run_figures)
+        _check(scenario, endpoint, key, limit, _row(stats, endpoint), b.severity, run_figures)
         for endpoint, b in budgets
-        for metric, limit in b.limits().items()
+        for key, limit in b.limits().items()
     )
-    checks = own + tuple(extra_checks)  # baseline.compare's regression checks
-    reasons: list[str] = []
-    if stats.total.requests < min_samples:
-        reasons.append(
-            f"only {format_count(stats.total.requests)} samples, "
-            f"fewer than min_samples {format_count(min_samples)}"
-        )
-    reasons += invalid_reasons
-    reasons += dict.fromkeys(  # one line per reason, however many checks share it
-        c.reason for c in extra_checks if c.outcome is Outcome.INVALID and c.blocking
-    )
-    reasons += dict.fromkeys(
-        c.reason for c in own if c.metric in RUN_FIGURES and c.outcome is Outcome.INVALID
-        and c.blocking
-    )  # fmt: skip
-    missing = {
-        c.endpoint for c in own
-        if c.outcome is Outcome.INVALID and c.blocking and c.metric not in RUN_FIGURES
-    }  # fmt: skip
-    if reasons:  # "only 0 samples" already says that the total got nothing
-        missing.discard(TOTAL)
-    reasons += [f"{endpoint} has a budget but got no request" for endpoint in sorted(missing)]
-    if reasons:
-        outcome = Outcome.INVALID
-    elif any(c.outcome is Outcome.FAIL and c.blocking for c in checks):
-        outcome = Outcome.FAIL
-    elif any(c.outcome is Outcome.INCONCLUSIVE and c.blocking for c in checks):
-        outcome = Outcome.INCONCLUSIVE
-    else:
-        outcome = Outcome.PASS
+    checks = own + tuple(extra_checks)  # regression.compare's checks
+    reasons = _invalid_reasons(stats, min_samples, invalid_reasons, own, extra_checks)
+    outcome = _outcome(checks, invalid=bool(reasons))
     reasons += [
         _inconclusive_note(c, inconclusive)
         for c in checks
         if c.outcome is Outcome.INCONCLUSIVE and c.blocking
     ]
     return Verdict(scenario, outcome, checks, tuple(reasons), inconclusive)
+
+
+def _is_run_figure(check: Check) -> bool:
+    found = entry(check.metric)
+    return isinstance(found, Metric) and found.scope == "run"
+
+
+def _invalid_reasons(
+    stats: RunStats, min_samples: int, given: Sequence[str], own: Sequence[Check],
+    extra: Sequence[Check],
+) -> list[str]:  # fmt: skip
+    """Why the run cannot be trusted, one line each; empty when it can."""
+    reasons: list[str] = []
+    if stats.total.requests < min_samples:
+        reasons.append(
+            f"only {format_count(stats.total.requests)} samples, "
+            f"fewer than min_samples {format_count(min_samples)}"
+        )
+    reasons += given
+    invalid = [c for c in own if c.outcome is Outcome.INVALID and c.blocking]
+    # one line per reason, however many checks share it
+    reasons += dict.fromkeys(c.reason for c in extra if c.outcome is Outcome.INVALID and c.blocking)
+    reasons += dict.fromkeys(c.reason for c in invalid if _is_run_figure(c))
+    missing = {c.endpoint for c in invalid if not _is_run_figure(c)}
+    if reasons:  # "only 0 samples" already says that the total got nothing
+        missing.discard(TOTAL)
+    return reasons + [f"{endpoint} has a budget but got no request" for endpoint in sorted(missing)]
+
+
+def _outcome(checks: Sequence[Check], *, invalid: bool) -> Outcome:
+    blocking = [c.outcome for c in checks if c.blocking]
+    if invalid:
+        return Outcome.INVALID
+    if Outcome.FAIL in blocking:
+        return Outcome.FAIL
+    if Outcome.INCONCLUSIVE in blocking:
+        return Outcome.INCONCLUSIVE
+    return Outcome.PASS
 
 
 def _row(stats: RunStats, endpoint: str) -> EndpointStats | None:

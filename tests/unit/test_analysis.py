@@ -15,16 +15,15 @@ from pytest_perfgate.core.findings import (
     Finding,
     analysis_from_dict,
     analyze,
-    analyze_locust_csv,
     classify_failure,
     error_grade,
     grade,
     latency_grade,
     metric_total,
     parse_prometheus_text,
-    read_locust_stats,
 )
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, Sample
+from pytest_perfgate.results.locust_csv import analyze_locust_csv, read_locust_stats
 
 DATA = Path(__file__).parent / "data"
 
@@ -254,8 +253,8 @@ def test_the_endpoint_taking_most_of_the_time_is_named_with_its_share() -> None:
     finding = only(analyze(stats), "dominant_endpoint")
     assert finding.endpoint == "POST /predict encoder"
     # 200 * 300 = 60 000 of 80 000 ms
-    assert "75.0 % of the time" in finding.evidence
-    assert "20.0 % of the requests" in finding.evidence
+    assert "75.00 % of the time" in finding.evidence
+    assert "20.00 % of the requests" in finding.evidence
     assert "slower than the others" in finding.recommendations[0]
 
 
@@ -280,11 +279,11 @@ def history(points: Sequence[tuple[int, float]], rows_each: int = 3) -> list[dic
 def test_throughput_that_stops_growing_while_users_grow_is_a_saturation_finding() -> None:
     rows = history([(10, 10.0), (20, 20.0), (40, 30.0), (80, 31.0), (160, 30.5)])
     finding = only(analyze(run_stats(ep()), rows), "saturation")
-    assert finding.title == "Throughput saturates at about 30.0 req/s (about 40 users)"
+    assert finding.title == "Throughput saturates at about 30 req/s (about 40 users)"
     assert finding.figures["saturation_users"] == 40
     assert finding.evidence == (
-        "Users grew 16.0x (from 10 to 160) but throughput only 3.0x (from 10.0 to 30.5 req/s); "
-        "it levelled off at about 30.0 req/s from about 40 users on, while the median "
+        "Users grew 16.0x (from 10 to 160) but throughput only 3.0x (from 10 to 30.5 req/s); "
+        "it levelled off at about 30 req/s from about 40 users on, while the median "
         "response time went from 5 to 80 ms."
     )
     recs = " ".join(finding.recommendations).lower()
@@ -369,7 +368,7 @@ def test_queue_time_above_compute_time_is_named_as_where_the_time_goes() -> None
     assert finding.severity == "warning"
     assert finding.title.startswith("Most of the response time is queue")
     assert "waited 60 ms in the queue and computed 15 ms" in finding.evidence
-    assert "leaves 15 ms (16.7 %) for network" in finding.evidence
+    assert "leaves 15 ms (16.67 %) for network" in finding.evidence
     assert finding.figures["overhead_ms"] == pytest.approx(15.0)
     assert "workers" in finding.recommendations[0]
 

@@ -1,4 +1,5 @@
-"""baseline: store a run, load it back, and judge a later run's regressions against it."""
+"""Baselines: store a run and load it back (``results.baselines``), and judge a later
+run's regressions against it (``core.regression``)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,24 @@ from pathlib import Path
 
 import pytest
 
-from pytest_perfgate.config import ConfigError
 from pytest_perfgate.core.regression import (
     REGRESSION_KEYS,
     Baseline,
-    BaselineError,
     RegressionCheck,
-    baseline_path,
     compare,
-    load_baseline,
     parse_regressions,
-    quantize_ms,
     regression_message,
     samples_by_endpoint,
-    save_baseline,
 )
 from pytest_perfgate.core.stats import TOTAL, RunStats, Sample, summarize
 from pytest_perfgate.core.verdict import Check, Outcome
+from pytest_perfgate.errors import BaselineError, ConfigError
+from pytest_perfgate.results.baselines import (
+    baseline_path,
+    load_baseline,
+    quantize_ms,
+    save_baseline,
+)
 
 PREDICT = "POST /predict"
 HEALTH = "GET /health"
@@ -305,6 +307,25 @@ def test_a_baseline_of_another_load_makes_every_check_invalid(tmp_path: Path) ->
     assert check.reason.startswith("baseline 'main' ran another load (users=10; this run users=5)")
 
 
+def test_a_baseline_saved_with_stages_under_shape_still_compares_its_stages(
+    tmp_path: Path,
+) -> None:
+    stages = [[10.0, 5, 5.0], [20.0, 50, 50.0]]
+    older = {"users": 5, "wait_s": [0.0, 0.0], "arrival_rate": None, "shape": stages}
+    _save(tmp_path, _run(1, 400), meta={"settings": older})
+    base = load_baseline(tmp_path, "main", "light")
+    assert base.meta["settings"]["stages"] == stages
+    by_endpoint, stats = _run(2, 400)
+    now = {"users": 5, "wait_s": [0.0, 0.0], "arrival_rate": None, "shape": "spike"}
+    same = compare(base, by_endpoint, stats, {"p95_regression": 0.5},
+                   settings={**now, "stages": stages})  # fmt: skip
+    (check,) = compare(base, by_endpoint, stats, {"p95_regression": 0.5},
+                       settings={**now, "stages": stages[:1]})  # fmt: skip
+
+    assert same[0].outcome is not Outcome.INVALID
+    assert check.outcome is Outcome.INVALID and "stages=" in check.reason
+
+
 def test_regression_checks_are_checks_that_merge_into_a_verdict(tmp_path: Path) -> None:
     _save(tmp_path, _run(1, 2000))
     base = load_baseline(tmp_path, "main", "light")
@@ -343,7 +364,7 @@ def test_a_throughput_drop_reads_as_a_negative_change() -> None:
     )  # fmt: skip
     assert check.message() == (
         "light: POST /predict throughput -25 % vs baseline 'main', beyond the allowed -10 % "
-        "(20.0 -> 15.0 req/s, n=1 800 -> 2 000, 95 % CI -30 % to -20 %)"
+        "(20 -> 15 req/s, n=1 800 -> 2 000, 95 % CI -30 % to -20 %)"
     )
 
 

@@ -7,13 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_perfgate.config import (
-    Budget,
-    ConfigError,
-    budget_from_mapping,
-    load_thresholds,
-    parse_duration,
-)
+from pytest_perfgate.config import Budget, ConfigError, load_thresholds, parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -158,22 +152,6 @@ def test_parse_duration_reads_the_usual_spellings(text: object, seconds: float) 
 def test_parse_duration_refuses_everything_else(bad: object) -> None:
     with pytest.raises(ConfigError, match=r"^x: "):
         parse_duration(bad, "x")
-
-
-def test_budget_from_mapping_accepts_percent_error_rates_and_the_mean_alias() -> None:
-    budget = budget_from_mapping({"error_rate": "1%", "mean_ms": 20, "severity": "warn"}, "m")
-    assert budget == Budget(error_rate=0.01, avg_ms=20, severity="warn")
-    assert repr(budget) == "Budget(avg_ms=20, error_rate=0.01, warn)"
-
-
-def test_budget_from_mapping_refuses_an_error_rate_above_one() -> None:
-    with pytest.raises(ConfigError, match=r"^m.error_rate: expected a fraction between 0 and 1"):
-        budget_from_mapping({"error_rate": 5}, "m")
-
-
-def test_merged_budget_takes_the_other_budgets_limits() -> None:
-    merged = Budget(p95_ms=100, error_rate=0.01).merged(Budget(p95_ms=80))
-    assert merged == Budget(p95_ms=80, error_rate=0.01)
 
 
 def test_overrides_shorten_a_run_and_cap_its_warm_up() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pytest_perfgate.config import LoadShape
+from pytest_perfgate.core.model import LoadShape
 from pytest_perfgate.core.resilience import hard_error_rate, recovery_seconds, rss_growth_mb
 from pytest_perfgate.core.stats import Sample
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from pytest_perfgate.config import Budget, Scenario, Task
+from pytest_perfgate.core.model import Budget, Scenario, Task
 from pytest_perfgate.core.sequential import ShareTest, StopRule, decide, make_stop_rule
 from pytest_perfgate.core.stats import TOTAL, Sample
-from pytest_perfgate.load.locust_driver import StopRule as RunnerStopRule
+from pytest_perfgate.load.driver import StopRule as RunnerStopRule
 
 PREDICT = "POST /predict"
 Z95 = 1.6448536269514722

@@ -6,9 +6,10 @@ import math
 
 import pytest
 
-from pytest_perfgate.config import Budget
+from pytest_perfgate.core.model import Budget
+from pytest_perfgate.core.numbers import format_count, format_ms
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.core.verdict import Check, Outcome, Verdict, evaluate, format_count, format_ms
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict, evaluate
 
 PREDICT = "POST /predict"
 
@@ -199,7 +200,7 @@ def test_a_passing_latency_line_uses_at_most() -> None:
 def test_the_error_rate_line_shows_percentages_and_the_interval() -> None:
     v = _evaluate(Budget(error_rate=0.01), _row(n=812, failures=26))
     assert v.checks[0].message() == (
-        "light: Total error rate 3.20 % > budget 1.00 % (n=812, 95 % CI 2.1-4.7 %)"
+        "light: Total error rate 3.20 % > budget 1.00 % (n=812, 95 % CI 2.10-4.66 %)"
     )
 
 
