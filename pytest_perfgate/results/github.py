@@ -1,4 +1,5 @@
-"""GitHub Actions output: the step summary table and ``::error``/``::warning`` annotations.
+"""GitHub Actions output: the step summary (Markdown from ``results.markdown``) appended
+to ``$GITHUB_STEP_SUMMARY``, and ``::error``/``::warning`` annotations.
 
 Pure apart from appending to ``$GITHUB_STEP_SUMMARY``; active only where
 ``GITHUB_ACTIONS=true``. Annotations point at the ``thresholds.yaml`` line of the budget,
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from pytest_perfgate.core.stats import TOTAL
 from pytest_perfgate.core.verdict import Check, Outcome
-from pytest_perfgate.results.report import ScenarioResult
+from pytest_perfgate.results.result import ScenarioResult
 
 __all__ = ["in_actions", "publish", "workflow_commands"]
 

@@ -1,31 +1,40 @@
-"""A scenario's result -> one self-contained HTML file (inline CSS, inline SVG charts).
+"""A scenario's result -> one self-contained HTML page (inline CSS, inline SVG charts).
 
 Renders offline: no CDN, no script, no external fetch. The charts are SVG drawn here from
 the per-second history rows (``t``, ``users``, ``rps``, ``fails``, ``p50``, ``p95``).
+Pure: ``render_html`` returns the page; ``results.files`` writes it. Labels, units and
+numbers come from the registry through ``results.cells``.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pytest_perfgate.core.findings import Finding, format_count, format_ms, format_percent
+from pytest_perfgate.core.findings import Finding
+from pytest_perfgate.core.metrics import MS
+from pytest_perfgate.core.numbers import format_count, format_level
 from pytest_perfgate.core.stats import EndpointStats
 from pytest_perfgate.core.verdict import Outcome
-from pytest_perfgate.results.report import (
-    ScenarioResult,
-    budget_text,
-    format_observed,
-    format_range,
-    open_new,
-    stop_text,
+from pytest_perfgate.results.cells import (
+    ERRORS,
+    P50,
+    P95,
+    P99,
+    RPS,
+    budget_cell,
+    ci_heading,
+    interval_cell,
+    observed_cell,
+    unitless_interval,
 )
+from pytest_perfgate.results.result import ScenarioResult
+from pytest_perfgate.results.terminal import stop_text
 
-__all__ = ["Series", "render_html", "svg_line_chart", "write_html"]
+__all__ = ["Series", "render_html", "svg_line_chart"]
 
 _GRADE_COLOURS = {
     "Excellent": "#15803d", "Good": "#4d7c0f", "Acceptable": "#a16207",
@@ -62,6 +71,104 @@ def _tick_label(value: float) -> str:
     return f"{value:g}" if abs(value) < 10_000 else format_count(value)
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area of a chart and its scales: time ``0..x_max`` s, values ``0..y_max``."""
+
+    width: int
+    height: int
+    x_max: float
+    y_max: float
+    left: int = 58
+    top: int = 34
+
+    @property
+    def pw(self) -> int:
+        return self.width - self.left - 16
+
+    @property
+    def ph(self) -> int:
+        return self.height - self.top - 38
+
+    def px(self, t: float) -> float:
+        return self.left + self.pw * t / self.x_max
+
+    def py(self, v: float) -> float:
+        return self.top + self.ph * (1 - v / self.y_max)
+
+
+def _steps(end: float, step: float) -> Iterator[float]:
+    value = 0.0
+    while value <= end + 1e-9:
+        yield value
+        value += step
+
+
+def _warmup(f: _Frame, until: float) -> str:
+    w = f.px(min(until, f.x_max)) - f.left
+    return (
+        f'<rect class="warmup" x="{f.left}" y="{f.top}" width="{w:.1f}" height="{f.ph}"/>'
+        f'<text class="note" x="{f.left + 4}" y="{f.top + 12}">warm-up</text>'
+    )
+
+
+def _y_grid(f: _Frame, step: float) -> str:
+    return "".join(
+        f'<line class="grid" x1="{f.left}" x2="{f.left + f.pw}" y1="{f.py(y):.1f}" '
+        f'y2="{f.py(y):.1f}"/><text class="tick" x="{f.left - 6}" y="{f.py(y) + 4:.1f}" '
+        f'text-anchor="end">{_tick_label(y)}</text>'
+        for y in _steps(f.y_max, step)
+    )
+
+
+def _x_ticks(f: _Frame, step: float) -> str:
+    bottom = f.top + f.ph
+    return "".join(
+        f'<line class="axis" x1="{f.px(t):.1f}" x2="{f.px(t):.1f}" y1="{bottom}" '
+        f'y2="{bottom + 4}"/><text class="tick" x="{f.px(t):.1f}" y="{bottom + 17}" '
+        f'text-anchor="middle">{_tick_label(t)}</text>'
+        for t in _steps(f.x_max, step)
+    )
+
+
+def _axes(f: _Frame, y_unit: str) -> str:
+    bottom, middle = f.top + f.ph, f.top + f.ph / 2
+    return (
+        f'<line class="axis" x1="{f.left}" x2="{f.left + f.pw}" y1="{bottom}" y2="{bottom}"/>'
+        f'<text class="unit" x="{f.left + f.pw}" y="{f.height - 4}" text-anchor="end">'
+        f'time (s)</text><text class="unit" x="12" y="{middle}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {middle})">{_e(y_unit)}</text>'
+    )
+
+
+def _limit(f: _Frame, label: str, value: float) -> str:
+    y = f.py(value)
+    return (
+        f'<line class="limit" x1="{f.left}" x2="{f.left + f.pw}" y1="{y:.1f}" y2="{y:.1f}"/>'
+        f'<text class="limitlabel" x="{f.left + f.pw - 4}" y="{y - 5:.1f}" text-anchor="end">'
+        f"{_e(label)}</text>"
+    )
+
+
+def _lines(f: _Frame, series: Sequence[Series]) -> str:
+    return "".join(
+        f'<path class="line" d="{_path(s.points, f)}" stroke="{s.colour}">'
+        f"<title>{_e(s.label)}</title></path>"
+        for s in series
+    )
+
+
+def _legend(f: _Frame, series: Sequence[Series]) -> str:
+    parts, lx = [], f.left + f.pw
+    for s in reversed(series):
+        lx -= 7 * len(s.label) + 22
+        parts.append(
+            f'<rect x="{lx}" y="9" width="12" height="4" fill="{s.colour}"/>'
+            f'<text class="legend" x="{lx + 16}" y="15">{_e(s.label)}</text>'
+        )
+    return "".join(parts)
+
+
 def svg_line_chart(
     title: str,
     series: Sequence[Series],
@@ -73,91 +180,41 @@ def svg_line_chart(
     limit: tuple[str, float] | None = None,
 ) -> str:
     """An inline SVG line chart over time (s); ``limit`` draws a dashed budget line."""
-    left, right, top, bottom = 58, 16, 34, 38
-    pw, ph = width - left - right, height - top - bottom
     xs = [t for s in series for t, v in s.points if v is not None]
     ys = [v for s in series for _, v in s.points if v is not None]
     head = (
         f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" '
         f'xmlns="http://www.w3.org/2000/svg" aria-label="{_e(title)}">'
-        f'<text class="ctitle" x="{left}" y="18">{_e(title)}</text>'
+        f'<text class="ctitle" x="{_Frame.left}" y="18">{_e(title)}</text>'
     )
     if not xs:
         return (
             head + f'<text class="empty" x="{width / 2}" y="{height / 2}" text-anchor="middle">'
             "no data recorded</text></svg>"
         )
-    x_max = max(max(xs), 1.0)
     y_top = max([*ys, limit[1] if limit else 0.0]) or 1.0  # all zero: a 0-1 axis
     y_step = _nice_step(y_top)
-    y_max = y_step * math.ceil(y_top / y_step * 1.0001)
-    x_step = _nice_step(x_max, 6)
-
-    def px(t: float) -> float:
-        return left + pw * t / x_max
-
-    def py(v: float) -> float:
-        return top + ph * (1 - v / y_max)
-
-    parts = [head]
-    if shade_until:
-        w = px(min(shade_until, x_max)) - left
-        parts.append(
-            f'<rect class="warmup" x="{left}" y="{top}" width="{w:.1f}" height="{ph}"/>'
-            f'<text class="note" x="{left + 4}" y="{top + 12}">warm-up</text>'
-        )
-    y = 0.0
-    while y <= y_max + 1e-9:
-        parts.append(
-            f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{py(y):.1f}" y2="{py(y):.1f}"/>'
-            f'<text class="tick" x="{left - 6}" y="{py(y) + 4:.1f}" text-anchor="end">'
-            f"{_tick_label(y)}</text>"
-        )
-        y += y_step
-    t = 0.0
-    while t <= x_max + 1e-9:
-        parts.append(
-            f'<line class="axis" x1="{px(t):.1f}" x2="{px(t):.1f}" y1="{top + ph}" '
-            f'y2="{top + ph + 4}"/><text class="tick" x="{px(t):.1f}" y="{top + ph + 17}" '
-            f'text-anchor="middle">{_tick_label(t)}</text>'
-        )
-        t += x_step
-    parts.append(
-        f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>'
-        f'<text class="unit" x="{left + pw}" y="{height - 4}" text-anchor="end">time (s)</text>'
-        f'<text class="unit" x="12" y="{top + ph / 2}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {top + ph / 2})">{_e(y_unit)}</text>'
-    )
-    if limit:
-        parts.append(
-            f'<line class="limit" x1="{left}" x2="{left + pw}" y1="{py(limit[1]):.1f}" '
-            f'y2="{py(limit[1]):.1f}"/><text class="limitlabel" x="{left + pw - 4}" '
-            f'y="{py(limit[1]) - 5:.1f}" text-anchor="end">{_e(limit[0])}</text>'
-        )
-    for s in series:
-        parts.append(
-            f'<path class="line" d="{_path(s.points, px, py)}" stroke="{s.colour}">'
-            f"<title>{_e(s.label)}</title></path>"
-        )
-    lx = left + pw
-    for s in reversed(series):
-        label_w = 7 * len(s.label) + 22
-        lx -= label_w
-        parts.append(
-            f'<rect x="{lx}" y="9" width="12" height="4" fill="{s.colour}"/>'
-            f'<text class="legend" x="{lx + 16}" y="15">{_e(s.label)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    f = _Frame(width, height, max(max(xs), 1.0), y_step * math.ceil(y_top / y_step * 1.0001))
+    return "".join([
+        head,
+        _warmup(f, shade_until) if shade_until else "",
+        _y_grid(f, y_step),
+        _x_ticks(f, _nice_step(f.x_max, 6)),
+        _axes(f, y_unit),
+        _limit(f, *limit) if limit else "",
+        _lines(f, series),
+        _legend(f, series),
+        "</svg>",
+    ])  # fmt: skip
 
 
-def _path(points: Sequence[tuple[float, float | None]], px: Any, py: Any) -> str:
+def _path(points: Sequence[tuple[float, float | None]], f: _Frame) -> str:
     out, pen_down = [], False
     for t, v in points:
         if v is None:
             pen_down = False
             continue
-        out.append(f"{'L' if pen_down else 'M'}{px(t):.1f},{py(v):.1f}")
+        out.append(f"{'L' if pen_down else 'M'}{f.px(t):.1f},{f.py(v):.1f}")
         pen_down = True
     return " ".join(out)
 
@@ -184,10 +241,10 @@ def _charts(result: ScenarioResult) -> str:
             "Response time percentiles",
             [Series("P50", "#2563eb", _column(h, "p50")),
              Series("P95", "#ea580c", _column(h, "p95"))],
-            y_unit="ms", shade_until=warmup, limit=limit,
+            y_unit=P95.unit.symbol, shade_until=warmup, limit=limit,
         ),
-        svg_line_chart("Requests per second", [Series("req/s", "#16a34a", _column(h, "rps"))],
-                       y_unit="req/s", shade_until=warmup),
+        svg_line_chart("Requests per second", [Series(RPS.column, "#16a34a", _column(h, "rps"))],
+                       y_unit=RPS.unit.symbol, shade_until=warmup),
         svg_line_chart("Errors per second", [Series("errors/s", "#dc2626", _column(h, "fails"))],
                        y_unit="errors/s", shade_until=warmup),
         svg_line_chart("Users", [Series("users", "#7c3aed", _column(h, "users"))],
@@ -205,13 +262,15 @@ def _badge(text: str, colour: str) -> str:
 
 def _cards(result: ScenarioResult) -> str:
     s = result.analysis.summary
-    ci = f"95 % CI {format_ms(s.p95_ci[0])}-{format_ms(s.p95_ci[1])}" if s.p95_ci else "&nbsp;"
+    ci = "&nbsp;"
+    if s.p95_ci:
+        ci = _e(f"{ci_heading(result.level)} {P95.format_interval(*s.p95_ci)}")
     cards = [
-        ("P50", f"{format_ms(s.p50)} ms", "&nbsp;"),
-        ("P95", f"{format_ms(s.p95)} ms", ci),
-        ("P99", f"{format_ms(s.p99)} ms", "&nbsp;"),
-        ("Throughput", f"{s.rps:.1f} req/s", f"{format_count(s.requests)} requests"),
-        ("Errors", format_percent(s.error_rate), f"{format_count(s.failures)} failed"),
+        ("P50", P50.format(s.p50), "&nbsp;"),
+        ("P95", P95.format(s.p95), ci),
+        ("P99", P99.format(s.p99), "&nbsp;"),
+        ("Throughput", RPS.format(s.rps), f"{format_count(s.requests)} requests"),
+        ("Errors", ERRORS.format(s.error_rate), f"{format_count(s.failures)} failed"),
     ]
     return (
         '<div class="cards">'
@@ -228,20 +287,18 @@ def _verdict_table(result: ScenarioResult) -> str:
     v = result.verdict
     if not v.checks:
         return "<p>No budget was set for this scenario.</p>"
-    rows = []
-    for c in v.checks:
-        ci = format_range(c.metric, c.ci)
-        rows.append(
-            f"<tr><td>{_e(c.endpoint)}</td><td>{_e(budget_text(c))}</td>"
-            f'<td class="num">{_e(format_observed(c.metric, c.observed))}</td>'
-            f'<td class="num">{_e(ci)}</td><td class="num">{format_count(c.n)}</td>'
-            f"<td>{_badge(c.outcome.value, _OUTCOME_COLOURS[c.outcome])}"
-            f"{' (warn only)' if c.severity == 'warn' else ''}</td></tr>"
-        )
+    rows = [
+        f"<tr><td>{_e(c.endpoint)}</td><td>{_e(budget_cell(c))}</td>"
+        f'<td class="num">{_e(observed_cell(c))}</td>'
+        f'<td class="num">{_e(interval_cell(c))}</td><td class="num">{format_count(c.n)}</td>'
+        f"<td>{_badge(c.outcome.value, _OUTCOME_COLOURS[c.outcome])}"
+        f"{' (warn only)' if c.severity == 'warn' else ''}</td></tr>"
+        for c in v.checks
+    ]
     return (
         '<table><thead><tr><th>endpoint</th><th>budget</th><th class="num">observed</th>'
-        '<th class="num">95 % CI</th><th class="num">n</th><th>outcome</th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f'<th class="num">{ci_heading(result.level)}</th><th class="num">n</th>'
+        f"<th>outcome</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -249,15 +306,13 @@ def _stats_table(result: ScenarioResult) -> str:
     grades = result.analysis.grades
 
     def row(e: EndpointStats, cls: str = "") -> str:
-        ci = e.ci.get("p95")
+        ci = unitless_interval(P95, e.ci.get("p95"))
         g = grades.get(e.name, "-")
         cells = [
-            format_count(e.requests), format_count(e.failures), format_percent(e.success_rate),
-            f"{e.rps:.2f}", format_ms(e.mean), format_ms(e.std), format_ms(e.min),
-            format_ms(e.max), format_ms(e.p50),
-            format_ms(e.p95) + (f' <span class="ci">({format_ms(ci[0])}-{format_ms(ci[1])})</span>'
-                                if ci else ""),
-            format_ms(e.p99),
+            format_count(e.requests), format_count(e.failures), ERRORS.unit.format(e.success_rate),
+            RPS.bare(e.rps), MS.bare(e.mean), MS.bare(e.std), MS.bare(e.min), MS.bare(e.max),
+            P50.bare(e.p50), P95.bare(e.p95) + (f' <span class="ci">({ci})</span>' if ci else ""),
+            P99.bare(e.p99),
         ]  # fmt: skip
         return (
             f'<tr class="{cls}"><td>{_e(e.name)}</td>'
@@ -268,7 +323,7 @@ def _stats_table(result: ScenarioResult) -> str:
     head = "".join(
         f'<th class="num">{h}</th>'
         for h in ("requests", "failures", "success", "req/s", "mean", "std", "min", "max",
-                  "p50", "p95 (95 % CI)", "p99")
+                  "p50", f"p95 ({ci_heading(result.level)})", "p99")
     )  # fmt: skip
     body = "".join(row(e) for e in result.stats.endpoints.values())
     body += row(result.stats.total, "total")
@@ -387,14 +442,7 @@ def render_html(result: ScenarioResult) -> str:
 {_findings(result)}
 {f'<h2>Files</h2><ul class="notes">{files}</ul>' if files else ""}
 <footer>Generated by pytest-perfgate. Percentiles are exact over the measured window
-(warm-up excluded); intervals are distribution-free 95 % confidence intervals.</footer>
+(warm-up excluded); intervals are distribution-free {format_level(result.level)} confidence
+intervals.</footer>
 </main></body></html>
 """
-
-
-def write_html(path: Path, result: ScenarioResult) -> Path:
-    """Write the report at ``path`` (or a free ``-N`` name beside it); return where."""
-    fh, written = open_new(path)
-    with fh:
-        fh.write(render_html(result))
-    return written

@@ -19,19 +19,27 @@ from pathlib import Path
 import pytest
 
 from pytest_perfgate.cli import main
+from pytest_perfgate.cli.compare import parse_tolerance
 from pytest_perfgate.config import Budget, Scenario
 from pytest_perfgate.core.findings import analyze
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
 from pytest_perfgate.core.verdict import Check, Outcome, Verdict
-from pytest_perfgate.load.locust_driver import RawRun
-from pytest_perfgate.results.report import ScenarioResult, write_json
+from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.results.files import write_json
+from pytest_perfgate.results.result import ScenarioResult
 
 DATA = Path(__file__).parent / "data"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def result_json(
-    path: Path, *, p95: float, failures: int = 0, rps: float = 10.0, budget: bool = True
+    path: Path,
+    *,
+    p95: float,
+    failures: int = 0,
+    rps: float = 10.0,
+    budget: bool = True,
+    level: float = 0.95,
 ) -> Path:
     """Write a perfgate result whose only endpoint has this P95 (and a p95 budget on it)."""
     scenario = Scenario(name="light", users=10, spawn_rate=2.0, duration_s=60.0,
@@ -41,7 +49,7 @@ def result_json(
         return EndpointStats(
             name=name, requests=1000, failures=failures, rps=rps, mean=p95 / 2, std=3.0,
             min=1.0, max=p95 * 2, p50=p95 / 2, p95=p95, p99=p95 * 1.5,
-            ci={"p95": (p95 * 0.9, p95 * 1.1)},
+            ci={"p95": (p95 * 0.9, p95 * 1.1)}, ci_level=level,
         )  # fmt: skip
 
     stats = RunStats({"POST /predict": ep("POST /predict")}, ep(TOTAL), duration_s=100.0)
@@ -127,8 +135,30 @@ def test_analyze_a_result_json_shows_its_stored_analysis(
     assert main(["analyze", str(path)]) == 0
     out = capsys.readouterr().out
     assert "verdict FAIL" in out
-    assert "p95 250 ms (95 % CI 225-275)" in out
+    assert "p95 250 ms (95 % CI 225-275 ms)" in out
     assert "[warning] POST /predict: P95 250 ms is above 200 ms" in out
+
+
+def test_analyze_prints_the_confidence_level_the_result_was_judged_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = result_json(tmp_path / "r.json", p95=250.0, level=0.9)
+    assert main(["analyze", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "p95 250 ms (90 % CI 225-275 ms)" in out
+    assert "(90 % CI)" in out  # the endpoint table's heading
+    assert "95 % CI" not in out
+
+
+def test_analyze_reads_back_a_result_whose_interval_has_an_unbounded_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = result_json(tmp_path / "r.json", p95=250.0)
+    data = json.loads(path.read_text())
+    data["statistics"]["total"]["ci"]["p95"][1] = None  # as the plugin writes +inf
+    path.write_text(json.dumps(data))
+    assert main(["analyze", str(path)]) == 0
+    assert "(225-inf)" in capsys.readouterr().out
 
 
 # --- compare -------------------------------------------------------------------------
@@ -167,7 +197,17 @@ def test_compare_without_budgets_gates_the_total_p95_and_error_rate(
     assert main(["compare", str(old), str(new)]) == 1
     out = capsys.readouterr().out
     assert "neither result has budgets: gating the total p95 and error rate" in out
-    assert "Total error_rate 0.00 % -> 2.00 % (+2.00 pt)" in out
+    assert "Total error_rate 0.00 % -> 2.00 % (+2.00 pp)" in out
+
+
+def test_compare_judges_a_throughput_drop_as_worse_and_groups_it_as_everywhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = result_json(tmp_path / "old.json", p95=50.0, rps=1234.5, budget=False)
+    new = result_json(tmp_path / "new.json", p95=50.0, rps=1000.0, budget=False)
+    assert main(["compare", str(old), str(new)]) == 0  # unbudgeted: shown, not gated
+    out = capsys.readouterr().out
+    assert re.search(r"\n  Total\s+rps\s+1 234\.5 req/s\s+1 000 req/s\s+-19\.0 %\n", out)
 
 
 def test_compare_reads_locust_csv_too(capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,6 +223,26 @@ def test_a_bad_tolerance_is_a_usage_error(
         main(["compare", "a.json", "b.json", "--tolerance", "10"])
     assert exit_info.value.code == 2
     assert "expected a tolerance such as 10% or 0.1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "share"), [("10%", 0.10), ("0.1", 0.10), (" 150 % ", 1.5), ("0", 0.0)]
+)
+def test_a_tolerance_is_a_percent_or_a_fraction(text: str, share: float) -> None:
+    assert parse_tolerance(text) == pytest.approx(share)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("abc", "expected a tolerance such as 10% or 0.1, got 'abc'"),
+     ("x%", "expected a tolerance such as 10% or 0.1, got 'x%'"),
+     ("10", "expected a tolerance such as 10% or 0.1 (a fraction <= 1), got '10'"),
+     ("-5%", "expected a tolerance such as 10% or 0.1 (a fraction <= 1), got '-5%'"),
+     ("nan", "expected a tolerance such as 10% or 0.1 (a fraction <= 1), got 'nan'")],
+)  # fmt: skip
+def test_a_bad_tolerance_says_what_was_expected(text: str, message: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+        parse_tolerance(text)
 
 
 # --- error paths ---------------------------------------------------------------------
@@ -256,9 +316,9 @@ def test_run_hands_its_parsed_arguments_to_the_gate(
         seen.append(args)
         return 3
 
-    gate = types.ModuleType("pytest_perfgate.gate")
-    gate.run_cli = run_cli  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pytest_perfgate.gate", gate)
+    run = types.ModuleType("pytest_perfgate.cli.run")
+    run.run_cli = run_cli  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pytest_perfgate.cli.run", run)
     argv = ["run", "light", "--users", "4", "--spawn-rate", "2", "--duration", "1m30s",
             "--url", "http://127.0.0.1:9", "--thresholds", str(ROOT / "thresholds.yaml"),
             "--results-dir", str(tmp_path)]  # fmt: skip

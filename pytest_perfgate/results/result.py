@@ -1,0 +1,194 @@
+"""The pipeline's result type, ``ScenarioResult``, and its JSON form both ways.
+
+The gate builds one ``ScenarioResult`` per scenario; every presenter (``terminal``,
+``markdown``, ``html``, ``github``) and every file (``files``) reads it. ``result_to_dict``
+is the machine-readable result (``RESULT_FORMAT``); ``stats_from_dict`` reads its
+statistics back for ``perfgate analyze`` and ``compare``.
+
+Pure: no file I/O, no pytest, no locust. Unknown figures become ``null`` only through
+``results.jsonsafe``; load values come from ``load.driver``, never from a driver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_perfgate.core.findings import Analysis
+from pytest_perfgate.core.model import Scenario
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
+from pytest_perfgate.core.verdict import Check, Verdict
+from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.results.jsonsafe import json_safe
+
+__all__ = [
+    "RESULT_FORMAT",
+    "GpuFigures",
+    "ScenarioResult",
+    "check_to_dict",
+    "result_to_dict",
+    "stats_from_dict",
+    "stats_to_dict",
+]
+
+#: ``format`` key of our result JSON; ``perfgate analyze`` recognises results by it.
+RESULT_FORMAT = "pytest-perfgate/result/1"
+
+
+class GpuFigures(Protocol):
+    """What a result needs of the GPU telemetry (``target.telemetry.GpuTelemetry``)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ScenarioResult:
+    """Everything known about one scenario's run; the one input of every report."""
+
+    scenario: Scenario
+    raw: RawRun
+    stats: RunStats
+    verdict: Verdict
+    analysis: Analysis
+    started_at: datetime
+    files: Mapping[str, Path] = field(default_factory=dict)  # extra files beside raw.files
+    thresholds: Path | None = None  # the thresholds file the scenario came from
+    gpu: GpuFigures | None = None  # None: not sampled; .source None: no GPU figures
+
+    def __repr__(self) -> str:
+        return f"ScenarioResult({self.scenario.name!r}, {self.verdict.outcome.value})"
+
+    @property
+    def level(self) -> float:
+        """The confidence level of the result's intervals (``--perfgate-confidence``)."""
+        return self.stats.total.ci_level
+
+
+# --- statistics ----------------------------------------------------------------------
+
+
+def _endpoint_dict(e: EndpointStats) -> dict[str, Any]:
+    return {
+        "requests": e.requests, "failures": e.failures, "success_rate": e.success_rate,
+        "error_rate": e.error_rate, "rps": e.rps, "mean": e.mean, "std": e.std, "min": e.min,
+        "max": e.max, "p50": e.p50, "p95": e.p95, "p99": e.p99,
+        "ci": {k: [lo, hi] for k, (lo, hi) in e.ci.items()}, "ci_level": e.ci_level,
+    }  # fmt: skip
+
+
+def stats_to_dict(stats: RunStats) -> dict[str, Any]:
+    """The statistics as strict JSON data: unknown figures (NaN, unbounded sides) are null."""
+    data = {
+        "duration_s": stats.duration_s,
+        "endpoints": {name: _endpoint_dict(e) for name, e in stats.endpoints.items()},
+        "total": _endpoint_dict(stats.total),
+    }
+    return dict(json_safe(data))
+
+
+def _number(value: Any, unknown: float = math.nan) -> float:
+    return unknown if value is None else float(value)
+
+
+def _interval(side: Any) -> tuple[float, float]:
+    """A ``[low, high]`` pair; a null side is one the samples could not bound."""
+    return (_number(side[0], -math.inf), _number(side[1], math.inf))
+
+
+def _endpoint_from_dict(name: str, d: Mapping[str, Any]) -> EndpointStats:
+    def num(key: str) -> float:
+        return _number(d.get(key))
+
+    return EndpointStats(
+        name=name, requests=int(d["requests"]), failures=int(d["failures"]), rps=num("rps"),
+        mean=num("mean"), std=num("std"), min=num("min"), max=num("max"), p50=num("p50"),
+        p95=num("p95"), p99=num("p99"),
+        ci={k: _interval(v) for k, v in (d.get("ci") or {}).items()},
+        ci_level=float(d.get("ci_level", 0.95)),
+    )  # fmt: skip
+
+
+def stats_from_dict(data: Mapping[str, Any]) -> RunStats:
+    """The inverse of ``stats_to_dict``: unknown figures come back as NaN, unbounded
+    interval sides as infinities."""
+    return RunStats(
+        endpoints={n: _endpoint_from_dict(n, e) for n, e in data["endpoints"].items()},
+        total=_endpoint_from_dict(TOTAL, data["total"]),
+        duration_s=float(data.get("duration_s", 0.0)),
+    )
+
+
+# --- the whole result ----------------------------------------------------------------
+
+
+def check_to_dict(c: Check) -> dict[str, Any]:
+    """One budget check, its verdict and its sentence (``budgets`` of the result)."""
+    return {
+        "endpoint": c.endpoint,
+        "metric": c.metric,
+        "limit": c.limit,
+        "observed": c.observed,
+        "n": c.n,
+        "outcome": c.outcome.value,
+        "severity": c.severity,
+        "ci": list(c.ci) if c.ci else None,
+        "message": c.message(),
+    }
+
+
+def _settings(s: Scenario) -> dict[str, Any]:
+    return {
+        "users": s.users,
+        "spawn_rate": s.spawn_rate,
+        "duration_s": s.duration_s,
+        "wait_s": [s.wait_min_s, s.wait_max_s],
+        "warmup_s": s.warmup_s,
+        "processes": s.processes,
+        "request_timeout_s": s.request_timeout_s,
+        "min_samples": s.min_samples,
+        "shape": s.shape.kind if s.shape else None,
+    }
+
+
+def _run_dict(raw: RawRun) -> dict[str, Any]:
+    return {
+        "duration_s": raw.duration_s,
+        "stop_reason": raw.stop_reason,
+        "loadgen_cpu_percent": raw.loadgen_cpu_percent,
+    }
+
+
+def result_to_dict(
+    result: ScenarioResult, files: Mapping[str, Path] | None = None
+) -> dict[str, Any]:
+    """The machine-readable result; ``["analysis"]["summary"]["p95"]`` is the total P95 in ms."""
+    s, raw, v = result.scenario, result.raw, result.verdict
+    all_files = {**raw.files, **result.files, **(files or {})}
+    data = {
+        "format": RESULT_FORMAT,
+        "scenario": s.name,
+        "description": s.description,
+        "thresholds": str(result.thresholds) if result.thresholds else None,
+        "settings": _settings(s),
+        "started_at": result.started_at.isoformat(),
+        **_run_dict(raw),
+        "arrival_rate": s.arrival_rate,  # None: closed model (users with wait times)
+        "late_requests": raw.late_requests,
+        "dropped_requests": raw.dropped_requests,
+        "requests_per_worker": dict(raw.requests_per_worker),
+        "problems": list(raw.problems),
+        # absent, not zero, where no GPU figures could be read
+        "gpu": result.gpu.to_dict() if result.gpu else {"source": None},
+        "statistics": stats_to_dict(result.stats),
+        "budgets": [check_to_dict(c) for c in v.checks],
+        "verdict": {"outcome": v.outcome.value, "passed": v.passed, "reasons": list(v.reasons)},
+        "grades": dict(result.analysis.grades),
+        "analysis": result.analysis.to_dict(),
+        "history": [dict(row) for row in raw.history],
+        "files": {k: str(p) for k, p in all_files.items()},
+    }
+    return dict(json_safe(data))
