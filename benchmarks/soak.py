@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from pytest_perfgate.config import ServiceSpec, load_thresholds, parse_duration  # noqa: E402
 from pytest_perfgate.core.stats import Sample, percentile  # noqa: E402
-from pytest_perfgate.load.locust_driver import Progress, run_load  # noqa: E402
+from pytest_perfgate.load.driver import Progress  # noqa: E402
+from pytest_perfgate.load.locust_driver import run_load  # noqa: E402
 from pytest_perfgate.target.process import ManagedService, ServiceError  # noqa: E402
 
 READY_TIMEOUT_S = 120.0

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_perfgate.load.locust_driver import RawRun
-    from pytest_perfgate.results.report import ScenarioResult
+    from pytest_perfgate.load.driver import RawRun
+    from pytest_perfgate.results.result import ScenarioResult
 
 __all__ = [
     "BaselineError",

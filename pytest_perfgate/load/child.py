@@ -3,22 +3,17 @@
 RUNS IN A CHILD PROCESS ONLY (``python -m pytest_perfgate.load.child``), or inside a
 ``locust --worker`` process through a generated locustfile. Importing this module imports
 locust, which monkey-patches the whole process with gevent: the pytest process and
-everything it imports must never import it; ``runner.py`` starts it instead.
+everything it imports must never import it; ``load.locust_driver`` starts it instead.
 
-Protocol with the parent (one JSON object a line):
+Protocol with the parent: the messages of ``load.protocol``, one JSON object a line.
 
-- stdin, first line: the spec ``runner.child_spec`` writes (scenario, host, CSV base path,
-  ``distributed`` settings or null).
+- stdin, first line: the ``ChildSpec`` that ``locust_driver.child_spec`` writes.
 - stdin, later lines: ``stop <reason>`` ends the run early; end of file (the parent died or
   closed the pipe) ends it too, as do SIGTERM and SIGINT. Every end is graceful: users stop,
   requests in flight finish (up to ``stop_timeout_s``) and are recorded, CSVs are written.
-- stdout: ``{"type": "started"}``; then about every ``report_interval_s``
-  ``{"type": "samples", "rows": [[t, name, ms, ok, status, error], ...]}`` and
-  ``{"type": "progress", "t": s, "users": n, "cpu_percent": p}``; ``{"type": "error",
-  "message": m, "fatal": b}`` when something goes wrong; last ``{"type": "done",
-  "duration_s": s, "cpu_percent": p, "stop_reason": r, "late_requests": n,
-  "dropped_requests": n, "requests_per_worker": {worker id: n}}``. Exit code 2 after a
-  fatal error.
+- stdout: ``StartedMessage``; then about every ``report_interval_s`` a ``SamplesMessage``
+  and a ``ProgressMessage``; an ``ErrorMessage`` when something goes wrong; a
+  ``DoneMessage`` last. Exit code 2 after a fatal error.
 
 Two ways to make load:
 
@@ -39,6 +34,11 @@ start, to the master in ``perfgate_samples`` custom messages (with its open-mode
 CPU and pid); the master forwards them as above and counts them by worker.
 
 The child judges nothing: it measures and reports; the parent decides.
+
+About 900 lines, over the project's 450: this module runs as ``python -m`` and generated
+worker locustfiles import it by name, so everything the child and its workers run on
+gevent stays here, apart from the rest of the package; what it shares with the parent
+(the spec, the messages, the row layout) lives in ``load.protocol``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from __future__ import annotations
 # ruff: noqa: E402 - gevent must patch the process before the rest is imported
 from gevent import monkey
 
-from pytest_perfgate.errors import FatalError
+from pytest_perfgate.errors import ConfigError, FatalError
 
 monkey.patch_all()  # what `import locust` does anyway; explicit, and first
 
@@ -65,7 +65,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import gevent
 import gevent.event
@@ -78,17 +78,26 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
-from pytest_perfgate.config import ConfigError, expand_env
+from pytest_perfgate.config import expand_env
 from pytest_perfgate.core.stats import NOT_SENT
+from pytest_perfgate.load.protocol import (
+    SAMPLES_MESSAGE,
+    START_MESSAGE,
+    ChildMessage,
+    ChildSpec,
+    DistributedSpec,
+    DoneMessage,
+    LoadStartMessage,
+    Row,
+    TaskSpec,
+    WorkerSamplesMessage,
+    encode_row,
+    parse_stop,
+)
+from pytest_perfgate.processes import end_processes
 
 logger = logging.getLogger("pytest_perfgate.loadgen")
 
-Row = list[Any]  # [t, name, ms, ok, status, error]
-
-#: the custom message a worker sends its requests in
-SAMPLES_MESSAGE = "perfgate_samples"
-#: the custom message the master sends its load start (epoch seconds) in, before the load
-START_MESSAGE = "perfgate_start"
 #: an open-model request this late (or one interval, if longer) counts as late
 LATE_FLOOR_S = 0.010
 #: seconds workers get, beyond the stop timeout, to send their last requests and quit
@@ -111,7 +120,7 @@ class Channel:
         os.dup2(2, 1)
         self.broken = False
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: ChildMessage) -> None:
         if self.broken:
             return
         try:
@@ -154,7 +163,8 @@ class Collector:
         status = int(getattr(response, "status_code", 0) or 0)
         error = "" if exception is None else _short_error(exception)
         key = f"{request_type} {name}"  # "POST /predict mlp": method + Locust's row name
-        self._rows.append([started - self.load_start, key, ms, exception is None, status, error])
+        ok = exception is None
+        self._rows.append(encode_row(started - self.load_start, key, ms, ok, status, error))
 
     def on_user_error(self, user_instance: Any, exception: BaseException, **_: Any) -> None:
         # a task that raised made no request event: record it as a failure so it is counted
@@ -162,7 +172,8 @@ class Collector:
         name = f"ERROR {type(user).__name__}"
         error = _short_error(exception)
         # status NOT_SENT: a failure without a response time (kept out of the percentiles)
-        self._rows.append([time.time() - self.load_start, name, 0.0, False, NOT_SENT, error])
+        t = time.time() - self.load_start
+        self._rows.append(encode_row(t, name, 0.0, False, NOT_SENT, error))
         self.errors[error] = self.errors.get(error, 0) + 1
 
     def add(self, rows: list[Row]) -> None:
@@ -265,7 +276,7 @@ def _import_factory(spec: str) -> Callable[[], Any]:
 Due = tuple[float, float]  # an open-model request's due time: (perf_counter s, epoch s)
 
 
-def _headers(task: dict[str, Any]) -> dict[str, str]:
+def _headers(task: TaskSpec) -> dict[str, str]:
     """The task's headers with ``${NAME}`` read from this process's environment."""
     try:
         return {
@@ -276,7 +287,7 @@ def _headers(task: dict[str, Any]) -> dict[str, str]:
         raise FatalError(str(exc)) from None
 
 
-def _make_task(task: dict[str, Any]) -> Callable[..., None]:
+def _make_task(task: TaskSpec) -> Callable[..., None]:
     """A Locust task making ``task``'s request; its stats row is the task name minus the method.
 
     Given a due time (the open model), the request is timed from it: Locust's stats and
@@ -285,7 +296,8 @@ def _make_task(task: dict[str, Any]) -> Callable[..., None]:
     method, path = task["method"], task["path"]
     headers = _headers(task) or None
     stat_name = task["name"].split(" ", 1)[1] if " " in task["name"] else task["name"]
-    factory = _import_factory(task["json_factory"]) if task.get("json_factory") else None
+    factory_spec = task.get("json_factory")
+    factory = _import_factory(factory_spec) if factory_spec else None
     static_body = task.get("json")
 
     def run(user: Any, due: Due | None = None) -> None:
@@ -317,15 +329,15 @@ def _since_due_ms(due: Due | None) -> float:
     return 0.0 if due is None else max(0.0, (time.perf_counter() - due[0]) * 1000.0)
 
 
-def _user_attrs(spec: dict[str, Any]) -> dict[str, Any]:
+def _user_attrs(spec: ChildSpec) -> dict[str, Any]:
     timeout = float(spec["request_timeout_s"])
     return {"network_timeout": timeout, "connection_timeout": timeout, "host": spec["host"]}
 
 
-def task_user(spec: dict[str, Any]) -> type:
+def task_user(spec: ChildSpec) -> type:
     """A FastHttpUser subclass with one weighted task per scenario task (the closed model)."""
     scenario = spec["scenario"]
-    low, high = float(scenario["wait_min_s"]), float(scenario["wait_max_s"])
+    low, high = (float(w) for w in scenario["wait_s"])
     attrs = {
         "tasks": {_make_task(t): int(t.get("weight", 1)) for t in scenario["tasks"]},
         "wait_time": between(low, high) if high > 0 else constant(0),
@@ -334,7 +346,7 @@ def task_user(spec: dict[str, Any]) -> type:
     return type("ScenarioUser", (FastHttpUser,), attrs)
 
 
-def open_user(spec: dict[str, Any]) -> type:
+def open_user(spec: ChildSpec) -> type:
     """A FastHttpUser subclass serving the open model's timetable: one user, one slot.
 
     ``wait_time`` takes the next due time and returns the sleep until it: Locust sleeps in
@@ -344,7 +356,7 @@ def open_user(spec: dict[str, Any]) -> type:
     scenario = spec["scenario"]
     requests = [_make_task(t) for t in scenario["tasks"]]
     weights = [int(t.get("weight", 1)) for t in scenario["tasks"]]
-    rate = float(scenario["arrival_rate"])
+    rate = float(scenario["arrival_rate"] or 0.0)  # set: user_classes chose the open model
     if not rate > 0:
         raise FatalError(f"arrival_rate must be a positive number of requests/s, got {rate:g}")
     schedule = Schedule(rate, float(spec["request_timeout_s"]))
@@ -367,9 +379,9 @@ def open_user(spec: dict[str, Any]) -> type:
     return type("ScenarioUser", (FastHttpUser,), attrs)
 
 
-def locustfile_users(spec: dict[str, Any]) -> list[type]:
+def locustfile_users(spec: ChildSpec) -> list[type]:
     """The user classes a scenario names in its locustfile (all of them when it names none)."""
-    path = spec["scenario"]["locustfile"]
+    path = spec["scenario"]["locustfile"] or ""
     if not os.path.isfile(path):
         raise FatalError(f"locustfile {path} not found")
     try:
@@ -388,11 +400,11 @@ def locustfile_users(spec: dict[str, Any]) -> list[type]:
     return [available[name] for name in wanted]
 
 
-def user_classes(spec: dict[str, Any]) -> list[type]:
+def user_classes(spec: ChildSpec) -> list[type]:
     """The scenario's user classes: its locustfile's, or one generated from its tasks."""
     scenario = spec["scenario"]
     if scenario.get("arrival_rate") is not None:
-        if scenario.get("locustfile") or scenario.get("shape"):
+        if scenario.get("locustfile") or scenario.get("stages"):
             raise FatalError(
                 "arrival_rate (the open model) drives the scenario's tasks at a fixed rate; "
                 "it cannot drive a locustfile's user classes or follow a shape"
@@ -478,7 +490,7 @@ def worker_command(host: str, port: int, locustfile: str = "-") -> list[str]:
     return ["locust", "--worker", *where, "-f", locustfile]
 
 
-def worker_user_classes(spec: dict[str, Any]) -> dict[str, type]:
+def worker_user_classes(spec: ChildSpec) -> dict[str, type]:
     """The generated worker locustfile's body: the user classes, and the hook that reports.
 
     The hook (on Locust's ``init`` event) gives a ``WorkerRunner`` a ``WorkerReporter``.
@@ -502,7 +514,7 @@ class WorkerReporter:
     """
 
     def __init__(
-        self, env: Environment, runner: WorkerRunner, classes: list[type], spec: dict[str, Any]
+        self, env: Environment, runner: WorkerRunner, classes: list[type], spec: ChildSpec
     ) -> None:
         self.runner = runner
         self.workers = int(spec["scenario"].get("arrival_workers", 1))
@@ -519,7 +531,8 @@ class WorkerReporter:
 
     def on_start_message(self, msg: Any, **_: Any) -> None:
         # the same clock on one machine; a remote worker's samples are off by its clock's skew
-        self.collector.load_start = float(msg.data["load_start"])
+        data: LoadStartMessage = msg.data
+        self.collector.load_start = float(data["load_start"])
 
     def on_test_start(self, **_: Any) -> None:
         self.cpu_start = (time.time(), self.process.cpu_times())
@@ -539,14 +552,15 @@ class WorkerReporter:
         started, cpu = self.cpu_start
         now = self.process.cpu_times()
         busy = now.user + now.system - cpu.user - cpu.system
-        self.runner.send_message(SAMPLES_MESSAGE, {
+        message: WorkerSamplesMessage = {
             "rows": self.collector.drain(), "errors": self.collector.errors,
             "late": self.schedule.late if self.schedule else 0,
             "dropped": self.schedule.dropped if self.schedule else 0,
             "cpu_percent": self.process.cpu_percent(None),  # since the last message
             "mean_cpu_percent": 100.0 * busy / max(time.time() - started, 1e-9),
             "pid": os.getpid(),
-        })  # fmt: skip
+        }  # fmt: skip
+        self.runner.send_message(SAMPLES_MESSAGE, dict(message))
 
 
 def free_port(host: str) -> int:
@@ -561,7 +575,8 @@ class Master:
     def __init__(self, run: Run, env: Environment) -> None:
         self.run = run
         self.env = env
-        self.settings: dict[str, Any] = run.spec["distributed"]
+        assert run.spec["distributed"] is not None  # a Master exists only then
+        self.settings: DistributedSpec = run.spec["distributed"]
         self.expected = int(self.settings["local_workers"]) + int(self.settings["external_workers"])
         self.bind = str(self.settings["bind"])
         wildcard = self.bind in ("*", "0.0.0.0", "")
@@ -571,7 +586,7 @@ class Master:
         self.command = " ".join(worker_command(self.public_host, self.port))
         self.runner: MasterRunner | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.per_worker: dict[str, dict[str, Any]] = {}  # each worker's latest message
+        self.per_worker: dict[str, WorkerSamplesMessage] = {}  # each worker's latest message
         self.requests: dict[str, int] = {}  # requests by worker id
         self.reported: set[str] = set()
         self.stopping = False
@@ -608,7 +623,7 @@ class Master:
         ), encoding="utf-8")  # fmt: skip
         return str(path)
 
-    def worker_spec(self) -> dict[str, Any]:
+    def worker_spec(self) -> ChildSpec:
         """The spec for workers: each serves an equal share of an open model's rate."""
         spec = copy.deepcopy(self.run.spec)
         rate = spec["scenario"].get("arrival_rate")
@@ -650,7 +665,7 @@ class Master:
         ]
 
     def on_samples(self, environment: Environment, msg: Any, **_: Any) -> None:
-        data = msg.data
+        data: WorkerSamplesMessage = msg.data
         self.run.collector.add(data["rows"])
         self.requests[msg.node_id] = self.requests.get(msg.node_id, 0) + len(data["rows"])
         self.per_worker[msg.node_id] = data
@@ -660,10 +675,12 @@ class Master:
                 errors[text] = errors.get(text, 0) + count
         self.run.collector.errors = errors
 
-    def total(self, key: str) -> int:
-        return sum(int(w.get(key, 0)) for w in self.per_worker.values())
+    def total(self, key: Literal["late", "dropped"]) -> int:
+        return sum(int(w[key]) for w in self.per_worker.values())
 
-    def cpu_percent(self, key: str = "cpu_percent") -> float | None:
+    def cpu_percent(
+        self, key: Literal["cpu_percent", "mean_cpu_percent"] = "cpu_percent"
+    ) -> float | None:
         """The busiest worker's CPU (``mean_cpu_percent``: since the start): it errs first."""
         readings = [float(w[key]) for w in self.per_worker.values()]
         return max(readings) if readings else None
@@ -704,22 +721,18 @@ class Master:
         return [
             c.id
             for c in self.runner.clients.all
-            if c.state != STATE_MISSING and self.per_worker.get(c.id, {}).get("pid") not in dead
+            if c.state != STATE_MISSING and _pid(self.per_worker.get(c.id)) not in dead
         ]
 
     def close(self) -> None:
         """End the workers (normally gone already: they quit when told to)."""
         if self.runner is not None and not self.stopping:
             self.runner.quit()  # the run failed: tell the workers, external ones too
-        for process in self.processes:
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        end_processes(self.processes)  # in this process's group: each alone
+
+
+def _pid(worker: WorkerSamplesMessage | None) -> int | None:
+    return None if worker is None else worker["pid"]
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -728,7 +741,7 @@ class Master:
 class Run:
     """One scenario's load: start, report, stop on time or on request, write files."""
 
-    def __init__(self, spec: dict[str, Any], channel: Channel) -> None:
+    def __init__(self, spec: ChildSpec, channel: Channel) -> None:
         self.spec = spec
         self.channel = channel
         self.collector = Collector()
@@ -751,7 +764,8 @@ class Run:
     def build_environment(self) -> Environment:
         scenario = self.spec["scenario"]
         users = user_classes(self.spec)
-        shape = stage_shape(scenario["shape"]["stages"]) if scenario.get("shape") else None
+        stages = scenario["stages"]
+        shape = stage_shape(stages) if stages else None
         env = Environment(
             user_classes=users,
             shape_class=shape,
@@ -803,15 +817,16 @@ class Run:
         self.report(runner)
         write_final_csvs(writer)
         logger.info("CSV files written to %s_*.csv", self.spec["base_filepath"])
-        self.channel.send({"type": "done", "duration_s": duration, **self.totals(cpu_start)})
+        self.channel.send(self.done(duration, cpu_start))
 
     def start_load(self, env: Environment, runner: Any) -> float:
         """Start users (or the shape); the seconds the load is to last."""
         scenario = self.spec["scenario"]
         duration_s = float(scenario["duration_s"])
-        if env.shape_class is not None:
+        stages = scenario["stages"]
+        if stages:  # env.shape_class is set
             runner.start_shape()
-            return min(duration_s, float(scenario["shape"]["stages"][-1][0]))
+            return min(duration_s, float(stages[-1][0]))
         users = int(scenario["users"])
         # the open model's users are its pool of slots: all there from the first due time
         rate = float(users) if scenario.get("arrival_rate") is not None else scenario["spawn_rate"]
@@ -823,9 +838,10 @@ class Run:
         starting.link_exception(lambda g: self.error(f"the master failed to start: {g.exception}"))
         return duration_s
 
-    def totals(self, cpu_start: Any) -> dict[str, Any]:
+    def done(self, duration_s: float, cpu_start: Any) -> DoneMessage:
         if self.master is not None:
             return {
+                "type": "done", "duration_s": duration_s,
                 "cpu_percent": self.master.cpu_percent("mean_cpu_percent"),
                 "stop_reason": self.stop_reason,
                 "late_requests": self.master.total("late"),
@@ -833,6 +849,7 @@ class Run:
                 "requests_per_worker": self.master.requests,
             }  # fmt: skip
         return {
+            "type": "done", "duration_s": duration_s,
             "cpu_percent": self.mean_cpu(cpu_start), "stop_reason": self.stop_reason,
             "late_requests": self.schedule.late if self.schedule else 0,
             "dropped_requests": self.schedule.dropped if self.schedule else 0,
@@ -885,9 +902,9 @@ def listen_for_stop(run: Run, stdin: Any) -> None:
         if not line:
             run.request_stop("interrupted: the parent closed stdin")
             return
-        text = line.decode("utf-8", "replace").strip()
-        if text == "stop" or text.startswith("stop "):
-            run.request_stop(text[5:].strip() or "stop requested")
+        reason = parse_stop(line.decode("utf-8", "replace"))
+        if reason is not None:
+            run.request_stop(reason)
 
 
 def main() -> int:
@@ -895,7 +912,7 @@ def main() -> int:
     setup_logging("INFO")  # type: ignore[no-untyped-call] # to stderr, which the parent points at the run log
     stdin = FileObjectPosix(0, "rb", close=False)  # cooperative: other greenlets keep running
     try:
-        spec = json.loads(stdin.readline())
+        spec: ChildSpec = json.loads(stdin.readline())
     except ValueError as exc:
         channel.send({"type": "error", "message": f"bad spec line: {exc}", "fatal": True})
         return 2

@@ -1,10 +1,10 @@
-"""Scenario -> load: start the Locust child process, stream its samples, stop it, collect.
+"""Scenario -> load: ``LocustDriver``, the ``LoadDriver`` that runs Locust in a child process.
 
-Runs in the pytest (or CLI) process and never imports locust; the child
-(``_locust_child``) is the only module that does, because importing locust patches the
-whole process with gevent. The child speaks JSON lines (see its docstring): the parent
-sends the spec and ``stop <reason>`` on its stdin and reads samples, progress, errors and
-``done`` from its stdout; its stderr is the run log ``{prefix}.log``.
+Runs in the pytest (or CLI) process and never imports locust; the child (``load.child``)
+is the only module that does, because importing locust patches the whole process with
+gevent. The two speak the JSON lines of ``load.protocol``: the parent sends the spec and
+``stop <reason>`` on the child's stdin and reads samples, progress, errors and ``done``
+from its stdout; the child's stderr is the run log ``{prefix}.log``.
 
 With ``processes > 1`` or ``external_workers`` the child is a Locust master: it writes a
 worker locustfile ``{prefix}_locustfile.py``, starts the local workers in its own process
@@ -13,8 +13,13 @@ group and waits for the external ones (``master_address`` says where they connec
 reports the requests it sent late or dropped; ``RawRun.problems`` says when the target
 rate was not reached.
 
-Every way out of ``run_load`` (return, ``LoadRunError``, KeyboardInterrupt) leaves no
-process behind: the child runs in its own process group, which is terminated, then killed.
+Every way out of ``LocustDriver.run`` (return, ``LoadRunError``, KeyboardInterrupt) leaves
+no process behind: the child runs in its own process group, which is terminated, then
+killed (``processes.end_process_group``).
+
+About 500 lines, over the project's 450: the parent's half of one conversation (the spec,
+the reading thread, the deadlines, the outcome and its problems) reads best in one place;
+its types live in ``load.protocol``, the values it returns in ``load.driver``.
 """
 
 from __future__ import annotations
@@ -23,22 +28,38 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, cast
 
-from pytest_perfgate.config import Scenario
+from pytest_perfgate.core.model import Scenario, Task, scenario_settings
 from pytest_perfgate.core.stats import Sample, percentile
 from pytest_perfgate.errors import LoadRunError
+from pytest_perfgate.load.driver import (
+    Progress,
+    ProgressCallback,
+    RawRun,
+    StopRule,
+    history_rows,
+)
+from pytest_perfgate.load.protocol import (
+    ChildMessage,
+    ChildSpec,
+    DistributedSpec,
+    DoneMessage,
+    Row,
+    ScenarioSpec,
+    TaskSpec,
+    decode_row,
+    stop_line,
+)
+from pytest_perfgate.processes import end_process_group
 
-__all__ = ["LoadRunError", "Progress", "RawRun", "run_load"]
+__all__ = ["LocustDriver", "child_env", "child_spec", "master_address", "run_load"]
 
 #: seconds the child may take to import locust and the locustfile before it says "started"
 STARTUP_TIMEOUT_S = 60.0
@@ -57,32 +78,42 @@ ARRIVAL_SHORTFALL = 0.95
 LOG_TAIL_LINES = 20
 
 
-@dataclass(frozen=True)
-class Progress:
-    elapsed_s: float
-    users: int
-    requests: int
-    failures: int
-    rps: float  # over the last few seconds
-    p95_ms: float | None  # over the samples so far (after warm-up)
+class LocustDriver:
+    """The ``LoadDriver`` that runs each scenario in a Locust child process.
 
+    ``env`` is added to the child's environment (the parent's own is inherited).
+    """
 
-@dataclass(frozen=True)
-class RawRun:
-    scenario: Scenario
-    samples: tuple[Sample, ...]  # every request, warm-up included; t relative to load start
-    duration_s: float  # seconds of load actually generated
-    stop_reason: str  # "duration", "stopped: <why>", "interrupted", ...
-    files: Mapping[str, Path]  # "stats_csv", "stats_history_csv", "failures_csv", "log"
-    history: tuple[Mapping[str, Any], ...] = ()  # one row a second: t, users, rps, fails, p50, p95
-    loadgen_cpu_percent: float | None = None  # mean CPU of the load generator process(es)
-    problems: tuple[str, ...] = field(default=())  # things that make the run untrustworthy
-    late_requests: int = 0  # open model: sent more than an interval after their due time
-    dropped_requests: int = 0  # open model: never sent, no free user within the timeout
-    requests_per_worker: Mapping[str, int] = field(default_factory=dict)  # distributed runs
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self.env = dict(env or {})
 
+    def run(
+        self,
+        scenario: Scenario,
+        host: str,
+        results_dir: Path,
+        prefix: str,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopRule | None = None,
+        cwd: Path | None = None,
+    ) -> RawRun:
+        """Drive ``scenario`` against ``host`` in a Locust child process (see ``LoadDriver``).
 
-StopRule = Callable[[Sequence[Sample], float], "str | None"]
+        Files go to ``results_dir / f"{prefix}_stats.csv"`` etc.; ``cwd`` is where the
+        child runs (default: the current directory).
+        """
+        results_dir.mkdir(parents=True, exist_ok=True)
+        workdir = (cwd or Path.cwd()).resolve()
+        files = output_files(results_dir, prefix)
+        spec = child_spec(scenario, host, results_dir / prefix, workdir)
+        if spec["distributed"]:
+            files["worker_locustfile"] = Path(spec["distributed"]["locustfile"])
+        proc = _start_child(files["log"], workdir, child_env(self.env))
+        try:
+            return _Session(scenario, proc, files, on_progress, should_stop).run(spec)
+        finally:  # KeyboardInterrupt too: it propagates, the child does not outlive it
+            end_process_group(proc, TERM_GRACE_S)
 
 
 def run_load(
@@ -91,42 +122,29 @@ def run_load(
     results_dir: Path,
     prefix: str,
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: ProgressCallback | None = None,
     should_stop: StopRule | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> RawRun:
-    """Drive ``scenario`` against ``host`` in a Locust child process and return what it saw.
+    """``LocustDriver(env).run(...)`` in one call, for tests and benchmarks."""
+    return LocustDriver(env).run(
+        scenario, host, results_dir, prefix,
+        on_progress=on_progress, should_stop=should_stop, cwd=cwd,
+    )  # fmt: skip
 
-    Files go to ``results_dir / f"{prefix}_stats.csv"`` etc. ``should_stop(samples, elapsed)``
-    is asked about once a second and may end the run early by returning a reason.
-    ``cwd`` is where the child runs: ``json_factory`` modules and a relative locustfile
-    resolve from it (default: the current directory). Raises ``LoadRunError`` when the
-    load generator fails, hangs or records no request.
-    """
-    results_dir.mkdir(parents=True, exist_ok=True)
-    workdir = (cwd or Path.cwd()).resolve()
-    files = output_files(results_dir, prefix)
-    spec = child_spec(scenario, host, results_dir / prefix, workdir)
-    if spec["distributed"]:
-        files["worker_locustfile"] = Path(spec["distributed"]["locustfile"])
-    with files["log"].open("wb") as log:
-        proc = subprocess.Popen(
+
+def _start_child(log_path: Path, workdir: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
             [sys.executable, "-m", "pytest_perfgate.load.child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
             cwd=workdir,
-            env=child_env(env),
+            env=env,
             start_new_session=True,  # one group to end, and no Ctrl-C from the terminal
         )
-    try:
-        return _Session(scenario, proc, files, on_progress, should_stop).run(spec)
-    except KeyboardInterrupt:
-        end_process_group(proc)
-        raise
-    finally:
-        end_process_group(proc)
 
 
 def output_files(results_dir: Path, prefix: str) -> dict[str, Path]:
@@ -141,27 +159,20 @@ def output_files(results_dir: Path, prefix: str) -> dict[str, Path]:
     }
 
 
-def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> dict[str, Any]:
+def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> ChildSpec:
     """What the child needs to know, as JSON-ready values (the first line of its stdin)."""
     locustfile = None
     if scenario.locustfile:
         locustfile = str((workdir / scenario.locustfile).resolve())
+    settings = {
+        "name": scenario.name,
+        **scenario_settings(scenario),
+        "tasks": [_task_spec(t) for t in scenario.tasks],
+        "locustfile": locustfile,
+        "user_classes": list(scenario.user_classes),
+    }
     return {
-        "scenario": {
-            "name": scenario.name,
-            "users": scenario.users,
-            "spawn_rate": scenario.spawn_rate,
-            "duration_s": scenario.duration_s,
-            "wait_min_s": scenario.wait_min_s,
-            "wait_max_s": scenario.wait_max_s,
-            "tasks": [_task_spec(t) for t in scenario.tasks],
-            "locustfile": locustfile,
-            "user_classes": list(scenario.user_classes),
-            "shape": {"stages": [list(s) for s in scenario.shape.stages]}
-            if scenario.shape
-            else None,
-            "arrival_rate": scenario.arrival_rate,
-        },
+        "scenario": cast(ScenarioSpec, settings),
         "distributed": distributed_spec(scenario, base),
         "host": host.rstrip("/"),
         "base_filepath": str(base),
@@ -173,7 +184,7 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> dict
     }
 
 
-def distributed_spec(scenario: Scenario, base: Path) -> dict[str, Any] | None:
+def distributed_spec(scenario: Scenario, base: Path) -> DistributedSpec | None:
     """The master's settings, or None for a single process (``processes`` 1, no externals)."""
     local = scenario.processes if scenario.processes > 1 else 0
     if not local and not scenario.external_workers:
@@ -201,7 +212,7 @@ def master_address(master_bind: str, *, external: bool) -> tuple[str, int]:
     return master_bind, DEFAULT_MASTER_PORT if external else 0
 
 
-def _task_spec(task: Any) -> dict[str, Any]:
+def _task_spec(task: Task) -> TaskSpec:
     return {
         "method": task.method,
         "path": task.path,
@@ -216,52 +227,40 @@ def _task_spec(task: Any) -> dict[str, Any]:
 def child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
     """The parent's environment plus ``extra``, with this package importable in the child."""
     env = {**os.environ, **(extra or {})}
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the package
     paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
 
-def end_process_group(proc: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
-    """End the child and everything it started: SIGTERM, then SIGKILL after ``grace_s``."""
-    if proc.stdin is not None:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()  # a child still reading its stdin takes this as "stop"
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=TERM_GRACE_S if grace_s is None else grace_s)
-    # the group may outlive its leader (a process the locustfile started): kill what is left
-    _signal_group(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if proc.stdout is not None:
-        # only now: closing it sooner would wait for the reader thread's blocked read
-        proc.stdout.close()
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
 # --- reading the child ---------------------------------------------------------------
 
-_EOF = object()
+_KINDS = {"started", "samples", "progress", "error", "done"}
 
 
-def _read_lines(stream: IO[bytes], inbox: queue.Queue[object]) -> None:
-    """Thread: parse the child's JSON lines into ``inbox``; ``_EOF`` when stdout closes."""
+def _read_lines(stream: IO[bytes], inbox: queue.Queue[ChildMessage | None]) -> None:
+    """Thread: the child's messages into ``inbox``; None when its stdout closes."""
     try:
         for line in stream:
-            try:
-                inbox.put(json.loads(line))
-            except ValueError:
-                inbox.put({"type": "noise", "line": line.decode("utf-8", "replace")})
+            message = _parse_message(line)
+            if message is not None:
+                inbox.put(message)
     except (OSError, ValueError):
         pass  # the stream was closed under us while ending the child
     finally:
-        inbox.put(_EOF)
+        inbox.put(None)
+
+
+def _parse_message(line: bytes) -> ChildMessage | None:
+    """A line of the child's stdout as its message; None for a line that is no message."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or message.get("type") not in _KINDS:
+        return None  # a stray line: the protocol's messages are all there is to read
+    return cast(ChildMessage, message)
 
 
 class _Session:
@@ -272,7 +271,7 @@ class _Session:
         scenario: Scenario,
         proc: subprocess.Popen[bytes],
         files: Mapping[str, Path],
-        on_progress: Callable[[Progress], None] | None,
+        on_progress: ProgressCallback | None,
         should_stop: StopRule | None,
     ) -> None:
         self.scenario = scenario
@@ -287,14 +286,14 @@ class _Session:
         self.cpu_readings: list[float] = []
         self.errors: list[str] = []
         self.fatal: str | None = None
-        self.done: dict[str, Any] | None = None
+        self.done: DoneMessage | None = None
         self.started_at: float | None = None
         self.stop_reason: str | None = None
         self.users = 0
         self.distributed = False
-        self.inbox: queue.Queue[object] = queue.Queue()
+        self.inbox: queue.Queue[ChildMessage | None] = queue.Queue()  # None: end of stdout
 
-    def run(self, spec: Mapping[str, Any]) -> RawRun:
+    def run(self, spec: ChildSpec) -> RawRun:
         assert self.proc.stdout is not None
         reader = threading.Thread(
             target=_read_lines, args=(self.proc.stdout, self.inbox), daemon=True
@@ -304,12 +303,10 @@ class _Session:
         self._send(json.dumps(spec))
         startup = STARTUP_TIMEOUT_S + (WORKER_CONNECT_TIMEOUT_S if self.distributed else 0)
         hung = self._pump(time.monotonic() + startup)
-        if hung:
-            end_process_group(self.proc)
-        else:
+        if not hung:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=TERM_GRACE_S)  # "done" is the child's last word
-        end_process_group(self.proc)
+        end_process_group(self.proc, TERM_GRACE_S)
         reader.join(timeout=TERM_GRACE_S)
         self._drain()
         return self._result(hung)
@@ -332,11 +329,11 @@ class _Session:
             try:
                 message = self.inbox.get(timeout=max(0.0, min(next_tick, deadline) - now))
             except queue.Empty:
-                message = None
-            if message is _EOF:
-                return False
-            if isinstance(message, dict):
-                if message.get("type") == "started" and self.started_at is None:
+                pass
+            else:
+                if message is None:
+                    return False
+                if message["type"] == "started" and self.started_at is None:
                     self.started_at = time.monotonic()
                     deadline = self.started_at + self._run_budget_s()
                 self._handle(message)
@@ -355,31 +352,27 @@ class _Session:
                 message = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(message, dict):
+            if message is not None:
                 self._handle(message)
 
-    def _handle(self, message: Mapping[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "samples":
-            self._add_rows(message.get("rows", []))
-        elif kind == "progress":
-            self.users = int(message.get("users", 0))
-            self.users_at[int(float(message.get("t", 0.0)))] = self.users
-            if message.get("cpu_percent") is not None:
+    def _handle(self, message: ChildMessage) -> None:
+        if message["type"] == "samples":
+            self._add_rows(message["rows"])
+        elif message["type"] == "progress":
+            self.users = int(message["users"])
+            self.users_at[int(float(message["t"]))] = self.users
+            if message["cpu_percent"] is not None:
                 self.cpu_readings.append(float(message["cpu_percent"]))
-        elif kind == "error":
-            if message.get("fatal"):
-                self.fatal = str(message.get("message"))
+        elif message["type"] == "error":
+            if message["fatal"]:
+                self.fatal = str(message["message"])
             else:
-                self.errors.append(str(message.get("message")))
-        elif kind == "done":
-            self.done = dict(message)
+                self.errors.append(str(message["message"]))
+        elif message["type"] == "done":
+            self.done = message
 
-    def _add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
-        new = [
-            Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error))
-            for t, name, ms, ok, status, error in rows
-        ]
+    def _add_rows(self, rows: Sequence[Row]) -> None:
+        new = [decode_row(row) for row in rows]
         self.samples.extend(new)
         self.failures += sum(1 for s in new if not s.ok)
         measured = [s.ms for s in new if s.t >= self.scenario.warmup_s]
@@ -397,7 +390,7 @@ class _Session:
             reason = self.should_stop(self.samples, elapsed)
             if reason:
                 self.stop_reason = f"stopped: {reason}"
-                self._send(f"stop {reason}")
+                self._send(stop_line(reason))
 
     def _progress(self, elapsed: float) -> Progress:
         return Progress(
@@ -451,17 +444,17 @@ class _Session:
         return None
 
     def _raw_run(self) -> RawRun:
-        done = self.done or {}
-        duration = float(done.get("duration_s", max((s.t for s in self.samples), default=0.0)))
-        cpu = done.get("cpu_percent")
+        done = self.done or self._unfinished()
+        duration = float(done["duration_s"])
+        cpu = done["cpu_percent"]
         if cpu is None and self.cpu_readings:
             cpu = sum(self.cpu_readings) / len(self.cpu_readings)
-        late, dropped = int(done.get("late_requests", 0)), int(done.get("dropped_requests", 0))
+        late, dropped = int(done["late_requests"]), int(done["dropped_requests"])
         return RawRun(
             scenario=self.scenario,
             samples=tuple(self.samples),
             duration_s=duration,
-            stop_reason=self.stop_reason or str(done.get("stop_reason") or "interrupted"),
+            stop_reason=self.stop_reason or str(done["stop_reason"] or "interrupted"),
             files=dict(self.files),
             history=history_rows(self.samples, self.users_at, duration),
             loadgen_cpu_percent=None if cpu is None else float(cpu),
@@ -470,6 +463,14 @@ class _Session:
             dropped_requests=dropped,
             requests_per_worker=dict(done.get("requests_per_worker") or {}),
         )
+
+    def _unfinished(self) -> DoneMessage:
+        """What a child that never said "done" is taken to have said: what the samples show."""
+        duration = max((s.t for s in self.samples), default=0.0)
+        return {
+            "type": "done", "duration_s": duration, "cpu_percent": None, "stop_reason": "",
+            "late_requests": 0, "dropped_requests": 0,
+        }  # fmt: skip
 
     def _problems(self, duration_s: float, late: int, dropped: int) -> tuple[str, ...]:
         problems = [f"load generator error: {e}" for e in self.errors]
@@ -517,31 +518,6 @@ def arrival_shortfall(
         f"(no free user within the {scenario.request_timeout_s:g} s request timeout), "
         f"{late} sent late; raise users (the most requests in flight) or lower arrival_rate"
     )
-
-
-def history_rows(
-    samples: Sequence[Sample], users_at: Mapping[int, int], duration_s: float
-) -> tuple[dict[str, Any], ...]:
-    """One row per second of load, from the samples that started in that second."""
-    by_second: dict[int, list[Sample]] = defaultdict(list)
-    for s in samples:
-        by_second[int(s.t)].append(s)
-    last = max([int(duration_s) - 1, *by_second], default=-1)
-    rows = []
-    users = 0
-    for second in range(last + 1):
-        users = users_at.get(second, users)
-        group = by_second.get(second, [])
-        ms = sorted(s.ms for s in group)
-        rows.append({
-            "t": second,
-            "users": users,
-            "rps": float(len(group)),
-            "fails": float(sum(1 for s in group if not s.ok)),
-            "p50": percentile(ms, 0.50) if ms else None,
-            "p95": percentile(ms, 0.95) if ms else None,
-        })  # fmt: skip
-    return tuple(rows)
 
 
 def _log_tail(log: Path, lines: int = LOG_TAIL_LINES) -> str:

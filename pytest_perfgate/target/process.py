@@ -2,15 +2,15 @@
 
 Used by the ``perfgate_service`` fixture, the scenario items and ``perfgate run``. The
 service runs in its own process group so that stopping it also stops whatever it spawned
-(uvicorn workers); its output goes to a log file in the results folder.
+(uvicorn workers; ``processes.end_process_group``); its output goes to a log file in the
+results folder.
 """
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -20,10 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from pytest_perfgate.config import ConfigError, ServiceSpec, expand_env
-from pytest_perfgate.errors import ServiceError
+from pytest_perfgate.config import expand_env
+from pytest_perfgate.core.model import ServiceSpec, Thresholds
+from pytest_perfgate.errors import ConfigError, ServiceError
+from pytest_perfgate.options import Settings
+from pytest_perfgate.processes import end_process_group
 
-__all__ = ["ManagedService", "ServiceError", "free_port", "log_tail"]
+__all__ = ["ManagedService", "ServiceError", "free_port", "log_tail", "start_service"]
 
 
 def free_port() -> int:
@@ -134,18 +137,7 @@ class ManagedService:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-                # a stopped (SIGSTOP, debugger) process keeps SIGTERM pending until resumed
-                os.killpg(proc.pid, signal.SIGCONT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(grace_s)
-        # the leader may be gone while workers of its group live on
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        end_process_group(proc, grace_s)
         self.last_returncode = proc.returncode
 
     def __enter__(self) -> ManagedService:
@@ -154,3 +146,12 @@ class ManagedService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_service(thresholds: Thresholds, settings: Settings, cwd: Path) -> ManagedService:
+    """``service.command`` started and ready, its log in the results folder (or ServiceError)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    log = settings.results_dir / f"{stamp}_service.log"
+    service = ManagedService(thresholds.service, log, cwd=cwd)
+    service.start()
+    return service

@@ -21,8 +21,10 @@ from leftovers import load_generators
 
 from pytest_perfgate.config import Scenario, Task
 from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.errors import LoadRunError
 from pytest_perfgate.load import locust_driver as runner
-from pytest_perfgate.load.locust_driver import LoadRunError, RawRun, master_address, run_load
+from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.load.locust_driver import master_address, run_load
 from pytest_perfgate.target.process import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_load_generator_left")]

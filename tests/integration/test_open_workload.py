@@ -21,7 +21,9 @@ from delay_server import StartServer
 
 from pytest_perfgate.config import Scenario, Task
 from pytest_perfgate.core.stats import Sample
-from pytest_perfgate.load.locust_driver import LoadRunError, RawRun, run_load
+from pytest_perfgate.errors import LoadRunError
+from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.load.locust_driver import run_load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("no_load_generator_left")]
 

@@ -1,12 +1,15 @@
-"""run_load against a real Locust child and a real HTTP server (the delay server).
+"""LocustDriver (``run_load``) against a real Locust child and a real HTTP server.
 
 These run subprocesses because Locust must: importing it patches the process with
-gevent, so it only ever runs in the child that ``run_load`` starts.
+gevent, so it only ever runs in the child that the driver starts. The server is
+``delay_server.py``. Timing assertions use the child's clock (sample and history times),
+not the moment a progress report reaches this process, which scheduling decides.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
@@ -25,8 +28,11 @@ from leftovers import load_generators
 
 from pytest_perfgate.config import LoadShape, Scenario, Task
 from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.errors import LoadRunError
 from pytest_perfgate.load import locust_driver as runner
-from pytest_perfgate.load.locust_driver import LoadRunError, Progress, RawRun, run_load
+from pytest_perfgate.load.driver import Progress, RawRun
+from pytest_perfgate.load.locust_driver import run_load
+from pytest_perfgate.processes import end_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +52,6 @@ def scenario(**changes: object) -> Scenario:
     }  # fmt: skip
     values.update(changes)
     return Scenario(**values)  # type: ignore[arg-type]
-
-
-
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -180,15 +183,24 @@ def test_a_shape_drives_the_user_count_and_ends_the_run(
     delay_server: StartServer, tmp_path: Path
 ) -> None:
     url = delay_server("--delay-ms", "10")
-    shape = LoadShape("steps", ((1.0, 1, 10.0), (2.0, 3, 10.0)))
+    # the second stage lasts 2 s: every report from its second half shows its 3 users
+    shape = LoadShape("steps", ((1.0, 1, 10.0), (3.0, 3, 10.0)))
     users: list[int] = []
     raw = run_load(
         scenario(duration_s=30.0, shape=shape, wait_min_s=0.05, wait_max_s=0.05),
         url, tmp_path, "shape", on_progress=lambda p: users.append(p.users),
     )  # fmt: skip
     assert raw.stop_reason == "duration"
-    assert 1.9 <= raw.duration_s < 2.6  # the last stage's end, not the 30 s duration
-    assert users[0] == 1 and 3 in users
+    assert 2.9 <= raw.duration_s < 3.6  # the last stage's end, not the 30 s duration
+    # the first stage, on the child's clock: one user, so its requests never overlap
+    # (a progress report may come before that user starts: it then says 0 users)
+    first = sorted((s for s in raw.samples if s.t < 1.0), key=lambda s: s.t)
+    assert first, "the first stage's user made no request"
+    assert all(a.t + a.ms / 1000 < b.t for a, b in itertools.pairwise(first))
+    assert raw.history[0]["users"] <= 1
+    # the second stage: 3 users, as the child counted them and as progress reported them
+    assert max(row["users"] for row in raw.history) == 3
+    assert set(users) <= {0, 1, 2, 3} and 3 in users
 
 
 # --- what is measured --------------------------------------------------------------------------
@@ -365,7 +377,7 @@ def test_the_child_stops_gracefully_when_its_parent_closes_stdin(
         timer.cancel()
         assert child.wait() == 0
     finally:
-        runner.end_process_group(child)
+        end_process_group(child)
     assert messages[-1]["type"] == "done"
     assert messages[-1]["stop_reason"] == "interrupted: the parent closed stdin"
     assert (tmp_path / "orphan_stats.csv").exists()

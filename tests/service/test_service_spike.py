@@ -29,7 +29,8 @@ from service_harness import ROOT, ServiceProcess, sample_value, service_process
 
 from pytest_perfgate.config import LoadShape, Scenario, Task
 from pytest_perfgate.core.stats import Sample, percentile
-from pytest_perfgate.load.locust_driver import RawRun, run_load
+from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.load.locust_driver import run_load
 
 pytestmark = pytest.mark.e2e
 

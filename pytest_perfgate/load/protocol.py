@@ -1,0 +1,197 @@
+"""What crosses the process boundary between the Locust driver and its child, typed once.
+
+Imported by both sides: ``load.locust_driver`` (the parent, in the pytest or CLI process)
+and ``load.child`` (the Locust child, and its ``locust --worker`` processes). So it is
+dependency-free: the standard library and the pure core only; no locust, no gevent, no
+httpx. Every line is one JSON object, except the parent's stop command::
+
+    parent -> child stdin    ChildSpec (first line), then "stop <reason>" (STOP)
+    child stdout -> parent   StartedMessage, then SamplesMessage / ProgressMessage /
+                             ErrorMessage about every report_interval_s, DoneMessage last
+    worker -> master         WorkerSamplesMessage (Locust custom message SAMPLES_MESSAGE)
+    master -> worker         LoadStartMessage (Locust custom message START_MESSAGE)
+
+A request travels as a ``Row``: the fields of ``core.stats.Sample`` in its order
+(``encode_row`` / ``decode_row``), compact on the wire and cheap to build in the child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, NotRequired, TypedDict
+
+from pytest_perfgate.core.stats import Sample
+
+__all__ = [
+    "ROW_FIELDS",
+    "SAMPLES_MESSAGE",
+    "START_MESSAGE",
+    "STOP",
+    "ChildMessage",
+    "ChildSpec",
+    "DistributedSpec",
+    "DoneMessage",
+    "ErrorMessage",
+    "LoadStartMessage",
+    "ProgressMessage",
+    "Row",
+    "SamplesMessage",
+    "ScenarioSpec",
+    "StartedMessage",
+    "TaskSpec",
+    "WorkerSamplesMessage",
+    "decode_row",
+    "encode_row",
+    "parse_stop",
+    "stop_line",
+]
+
+# --- the spec: the first line of the child's stdin --------------------------------------
+
+
+class TaskSpec(TypedDict):
+    method: str
+    path: str
+    name: str  # "POST /predict"
+    weight: int
+    json: Any  # a static request body, or None
+    json_factory: str | None  # "module:callable", imported in the child
+    headers: dict[str, str]  # values may hold ${NAME}, expanded in the child
+
+
+class ScenarioSpec(TypedDict):
+    """``core.model.scenario_settings`` (the one Scenario -> dict) and what the child adds."""
+
+    name: str
+    users: int
+    spawn_rate: float
+    duration_s: float
+    wait_s: list[float]  # [min, max]
+    warmup_s: float
+    processes: int
+    request_timeout_s: float
+    min_samples: int
+    arrival_rate: float | None  # the open model; None: Locust's closed model
+    shape: str | None  # the shape's kind
+    stages: list[list[float]] | None  # the shape's [end time s, users, spawn rate]
+    tasks: list[TaskSpec]
+    locustfile: str | None  # an absolute path
+    user_classes: list[str]
+    arrival_workers: NotRequired[int]  # a worker's spec: the workers sharing the rate
+
+
+class DistributedSpec(TypedDict):
+    local_workers: int
+    external_workers: int
+    bind: str
+    port: int  # 0: a free one
+    connect_timeout_s: float
+    locustfile: str  # where the master writes the worker locustfile
+
+
+class ChildSpec(TypedDict):
+    scenario: ScenarioSpec
+    distributed: DistributedSpec | None  # None: one process
+    host: str
+    base_filepath: str  # Locust's --csv base: "{results_dir}/{prefix}"
+    request_timeout_s: float
+    stop_timeout_s: float
+    report_interval_s: float
+    sys_path: list[str]  # prepended in the child: json_factory modules, locustfiles
+
+
+# --- the parent's stop command ----------------------------------------------------------
+
+STOP = "stop"
+
+
+def stop_line(reason: str) -> str:
+    """The line that ends the run early, ``reason`` being what the parent decided."""
+    return f"{STOP} {reason}"
+
+
+def parse_stop(line: str) -> str | None:
+    """The reason of a stop line (``"stop requested"`` when it gives none), else None."""
+    text = line.strip()
+    if text != STOP and not text.startswith(STOP + " "):
+        return None
+    return text[len(STOP) :].strip() or "stop requested"
+
+
+# --- one request on the wire -------------------------------------------------------------
+
+#: the fields of a Row, which are ``core.stats.Sample``'s in its order
+ROW_FIELDS = ("t", "name", "ms", "ok", "status", "error")
+
+Row = list[Any]  # [t, name, ms, ok, status, error]: JSON has no tuples
+
+
+def encode_row(t: float, name: str, ms: float, ok: bool, status: int, error: str) -> Row:
+    """One request as the child sends it; ``t`` in seconds since the load started."""
+    return [t, name, ms, ok, status, error]
+
+
+def decode_row(row: Sequence[Any]) -> Sample:
+    """A received row as a Sample, each field checked for its type."""
+    t, name, ms, ok, status, error = row
+    return Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error))
+
+
+# --- the child's messages: one JSON object a line on its stdout ---------------------------
+
+
+class StartedMessage(TypedDict):
+    type: Literal["started"]  # the load starts now: sample times count from here
+
+
+class SamplesMessage(TypedDict):
+    type: Literal["samples"]
+    rows: list[Row]  # every request reported since the last one
+
+
+class ProgressMessage(TypedDict):
+    type: Literal["progress"]
+    t: float  # seconds since the load started
+    users: int
+    cpu_percent: float | None  # since the last report; a master: its busiest worker
+
+
+class ErrorMessage(TypedDict):
+    type: Literal["error"]
+    message: str
+    fatal: bool  # True: the run cannot go on; the child exits with code 2
+
+
+class DoneMessage(TypedDict):
+    type: Literal["done"]  # the child's last word
+    duration_s: float  # seconds of load, the stop wait excluded
+    cpu_percent: float | None  # mean over the run
+    stop_reason: str
+    late_requests: int  # open model: sent more than an interval after their due time
+    dropped_requests: int  # open model: never sent
+    requests_per_worker: NotRequired[dict[str, int]]  # a master only
+
+
+ChildMessage = StartedMessage | SamplesMessage | ProgressMessage | ErrorMessage | DoneMessage
+
+
+# --- between a master and its workers (Locust custom messages) ---------------------------
+
+#: the custom message a worker sends its requests in
+SAMPLES_MESSAGE = "perfgate_samples"
+#: the custom message the master sends its load start in, before the load
+START_MESSAGE = "perfgate_start"
+
+
+class WorkerSamplesMessage(TypedDict):
+    rows: list[Row]  # timed from the master's load start
+    errors: dict[str, int]  # cumulative user-code errors by text
+    late: int
+    dropped: int
+    cpu_percent: float  # since the last message
+    mean_cpu_percent: float  # since the test started
+    pid: int
+
+
+class LoadStartMessage(TypedDict):
+    load_start: float  # epoch seconds

@@ -1,0 +1,65 @@
+"""The spec and messages between the Locust driver and its child, typed once in one module."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pytest_perfgate.core.model import LoadShape, Scenario, Task
+from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.load.locust_driver import child_spec
+from pytest_perfgate.load.protocol import (
+    ROW_FIELDS,
+    ChildSpec,
+    ScenarioSpec,
+    TaskSpec,
+    decode_row,
+    encode_row,
+    parse_stop,
+    stop_line,
+)
+
+
+def test_a_row_carries_the_fields_of_a_sample_in_their_order() -> None:
+    assert tuple(f.name for f in dataclasses.fields(Sample)) == ROW_FIELDS
+
+
+def test_a_row_survives_json_as_the_sample_it_was() -> None:
+    sample = Sample(1.25, "POST /predict", 12.345678, False, 500, "HTTPError: 500")
+    row = json.loads(json.dumps(encode_row(*dataclasses.astuple(sample))))
+    assert decode_row(row) == sample
+
+
+def test_a_stop_line_gives_back_its_reason() -> None:
+    assert parse_stop(stop_line("stop: every blocking budget decided")) == (
+        "stop: every blocking budget decided"
+    )
+    assert parse_stop("stop\n") == "stop requested"
+    assert parse_stop("stopped") is None
+
+
+def test_the_spec_the_driver_writes_has_exactly_the_typed_keys(tmp_path: Path) -> None:
+    scenario = Scenario(
+        "light", users=2, spawn_rate=2.0, duration_s=5.0, wait_min_s=0.1, wait_max_s=0.2,
+        tasks=(Task("GET", "/fast", "GET /fast", headers={"X-Key": "${KEY}"}),),
+        shape=LoadShape("steps", ((1.0, 1, 1.0), (2.0, 2, 1.0))),
+    )  # fmt: skip
+    spec = json.loads(json.dumps(child_spec(scenario, "http://h/", tmp_path / "p", tmp_path)))
+    assert set(spec) == set(ChildSpec.__annotations__)
+    assert set(spec["scenario"]) == set(ScenarioSpec.__annotations__) - {"arrival_workers"}
+    assert set(spec["scenario"]["tasks"][0]) == set(TaskSpec.__annotations__)
+    assert spec["scenario"]["wait_s"] == [0.1, 0.2]
+    assert spec["scenario"]["stages"] == [[1.0, 1, 1.0], [2.0, 2, 1.0]]
+    assert spec["host"] == "http://h" and spec["distributed"] is None
+
+
+def test_the_protocol_module_imports_no_locust_gevent_or_httpx() -> None:
+    code = (
+        "import sys, pytest_perfgate.load.protocol, pytest_perfgate.load.fake; "
+        "print(sorted({'locust', 'gevent', 'httpx'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
