@@ -1,4 +1,8 @@
-"""Project-wide test configuration: the pytester fixture for the plugin tests."""
+"""Project-wide test configuration: the pytester fixture for the plugin tests, and the
+reference service importable from wherever a test runs it."""
+
+import os
+from pathlib import Path
 
 import httpx
 
@@ -9,3 +13,12 @@ pytest_plugins = ("pytester",)
 # fresh httpcore whose exceptions httpx no longer maps, and a refused connection escapes
 # as httpcore.ConnectError instead of httpx.ConnectError. Import it all up front.
 httpx.HTTPTransport().close()
+
+# The reference service (service/ beside this file) is not installed. Tests import it
+# through the rootdir, which pytest puts on sys.path for this conftest; the processes
+# they start from a pytester folder (``python -m service``, a ``json_factory`` of
+# ``service.payloads``) find it through PYTHONPATH.
+_ROOT = str(Path(__file__).resolve().parent)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    dict.fromkeys(filter(None, [_ROOT, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
+)

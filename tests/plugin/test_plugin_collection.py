@@ -202,3 +202,36 @@ def test_importing_the_plugin_imports_no_locust_torch_or_fastapi() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_bad_duration_given_to_perfgate_run_is_a_usage_error_naming_the_call(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_run="""
+        def test_x(perfgate):
+            perfgate.run("light", duration="soon")
+        """
+    )
+    result = run(project, "test_run.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*UsageError: perfgate: perfgate.run(duration): expected a duration*got 'soon'*"]
+    )
+
+
+def test_an_unknown_scenario_given_to_perfgate_run_is_a_usage_error_naming_the_known_ones(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_run="""
+        def test_x(perfgate):
+            perfgate.run("medium")
+        """
+    )
+    result = run(project, "test_run.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*UsageError: perfgate: *thresholds.yaml: unknown scenario 'medium'; "
+         "known scenarios: light, heavy*"]
+    )  # fmt: skip

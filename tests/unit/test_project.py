@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 import yaml
 
+import pytest_perfgate
 from pytest_perfgate.config import _SCENARIO_KEYS, _SERVICE_KEYS, _TASK_KEYS, BUDGET_KEYS
 from pytest_perfgate.options import OPTIONS
 
@@ -95,19 +99,73 @@ def test_actionlint_finds_a_broken_workflow(tmp_path: Path) -> None:
     assert done.returncode == 1 and 'property "nope" is not defined' in done.stdout
 
 
+def _source_copy(dest: Path) -> Path:
+    """The project without its build outputs: setuptools puts whatever an earlier build
+    left in build/lib into the wheel, so a wheel of the working tree may hold stale files."""
+    skip = shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "results", ".*_cache", "__pycache__",
+        "node_modules", ".benchmarks",
+    )  # fmt: skip
+    return Path(shutil.copytree(ROOT, dest, ignore=skip))
+
+
 @pytest.mark.e2e
-def test_the_wheel_holds_the_packages_only_and_registers_the_plugin(tmp_path: Path) -> None:
+def test_the_wheel_holds_the_plugin_package_only_and_registers_the_plugin(tmp_path: Path) -> None:
+    source = _source_copy(tmp_path / "source")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path), str(source)],
         check=True, timeout=300,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("pytest_perfgate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("pytest_perfgate/plugin/__init__.py") for n in names)
-    assert any(n.startswith("service/app.py") for n in names)
-    assert not [n for n in names if n.startswith(("tests/", "results/", "benchmarks/"))]
+    assert "pytest_perfgate/plugin/__init__.py" in names
+    assert "pytest_perfgate/py.typed" in names
+    # the reference service is not installed: a top-level "service" collides with others'
+    assert not [n for n in names if n.startswith("service/")]
+    dist_info = f"pytest_perfgate-{pytest_perfgate.__version__}.dist-info"
+    assert {n.split("/")[0] for n in names if "/" in n} == {"pytest_perfgate", dist_info}
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert re.search(r"\[pytest11\]\s*\nperfgate = pytest_perfgate.plugin", text)
     assert "perfgate = pytest_perfgate.cli:main" in text
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA")))
+    assert f"Version: {pytest_perfgate.__version__}\n" in metadata.decode()
+
+
+def test_the_version_is_written_once_and_the_installed_metadata_reads_it() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    assert importlib.metadata.version("pytest-perfgate") == pytest_perfgate.__version__
+
+
+#: distributions whose import name differs from their name
+IMPORT_NAMES = {"pyyaml": "yaml"}
+
+
+def _imported_top_level_names(package: Path) -> set[str]:
+    names: set[str] = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_dependency_of_the_plugin_is_imported_by_the_plugin() -> None:
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = [re.split(r"[<>=!~\[; ]", d, maxsplit=1)[0].lower() for d in dependencies]
+    imported = _imported_top_level_names(ROOT / "pytest_perfgate")
+    assert [n for n in names if IMPORT_NAMES.get(n, n) not in imported] == []
+
+
+def test_ci_checks_the_format_beside_the_lint_and_the_types() -> None:
+    ci = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    lint = " ".join(step.get("run", "") for step in ci["jobs"]["lint"]["steps"])
+    assert "ruff check pytest_perfgate service tests benchmarks" in lint
+    assert "ruff format --check pytest_perfgate service tests benchmarks" in lint
+    assert "mypy" in " ".join(step.get("run", "") for step in ci["jobs"]["type"]["steps"])
+    tox = (ROOT / "tox.ini").read_text()
+    assert "ruff format --check pytest_perfgate service tests benchmarks" in tox

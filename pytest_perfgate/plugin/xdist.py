@@ -1,0 +1,51 @@
+"""pytest-xdist: each worker ships what it rendered; the controller prints it once.
+
+Registered only when xdist is present (``register``): ``XdistController`` on the
+controller, ``XdistWorker`` on each worker. The load lock (``plugin.lock``), not xdist,
+keeps the workers' load runs from overlapping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pytest_perfgate.plugin.session import PerfgateSession
+
+__all__ = ["XdistController", "XdistWorker", "register"]
+
+#: the key of ``workeroutput`` that carries a worker's rendered results
+OUTPUT_KEY = "perfgate"
+
+
+class XdistController:
+    """On the controller: collects what each worker rendered into the session's summary."""
+
+    def __init__(self, session: PerfgateSession) -> None:
+        self.session = session
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        output = getattr(node, "workeroutput", None) or {}
+        self.session.rendered.extend(output.get(OUTPUT_KEY, []))
+
+
+class XdistWorker:
+    """On a worker: hands the results it rendered to the controller, which prints them."""
+
+    def __init__(self, session: PerfgateSession) -> None:
+        self.session = session
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        workeroutput: dict[str, Any] = getattr(session.config, "workeroutput")  # noqa: B009
+        workeroutput[OUTPUT_KEY] = self.session.rendered
+
+
+def register(config: pytest.Config, session: PerfgateSession) -> None:
+    """Register the side of ``config`` (controller or worker) when xdist is present."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    if hasattr(config, "workerinput"):
+        config.pluginmanager.register(XdistWorker(session), "perfgate-xdist-worker")
+    else:
+        config.pluginmanager.register(XdistController(session), "perfgate-xdist")

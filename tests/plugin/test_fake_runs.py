@@ -1,0 +1,182 @@
+"""The fixtures, the exit code and the signal handler over a whole run, in milliseconds.
+
+The session's load driver is ``load.fake.FakeDriver`` (set by the test project's
+conftest through the session's ``driver`` seam) and the service a stdlib HTTP server in
+a thread of this process, named with ``--perfgate-url``: everything of a real run but
+Locust, in process (tests/integration runs the real one).
+"""
+
+from __future__ import annotations
+
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+THRESHOLDS = """
+scenarios:
+  light:
+    users: 4
+    duration: 4s
+    min_samples: 20
+    tasks:
+      - {method: GET, path: /fast}
+    budgets: {error_rate: 0.5}
+"""
+
+# 200 requests of about 30 ms over 4 s; the driver checks the signal handler as it runs
+CONFTEST = """
+import signal
+
+import pytest
+
+from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.load.fake import FakeDriver
+from pytest_perfgate.plugin.session import SESSION_KEY, _interrupt
+from pytest_perfgate.target.telemetry import GpuTelemetry
+
+HANDLERS = []
+
+
+class Driver(FakeDriver):
+    def run(self, *args, **kwargs):
+        HANDLERS.append(signal.getsignal(signal.SIGTERM) is _interrupt)
+        return super().run(*args, **kwargs)
+
+
+class Probe:
+    def answers(self, url):
+        return True
+
+    def metrics(self, url):
+        return None
+
+    def watch_gpu(self, url):
+        return lambda: GpuTelemetry(None, ())
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config):
+    session = config.stash[SESSION_KEY]
+    samples = [Sample(i / 50, "GET /fast", 30.0 + i % 3, True, 200) for i in range(200)]
+    session.driver = Driver(samples)
+    session.probe = Probe()
+"""
+
+
+class Healthy(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # quiet
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    pytester.makefile(".yaml", thresholds=textwrap.dedent(THRESHOLDS))
+    pytester.makeconftest(CONFTEST)
+    pytester.makeini(f"[pytest]\nperfgate_url = http://127.0.0.1:{server.server_port}\n")
+    try:
+        yield pytester
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    # in-process: pytest warns that it cannot rewrite the already imported plugin's asserts
+    return pytester.runpytest("-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
+
+
+def test_a_test_failing_only_by_result_check_exits_with_the_breach_exit_code(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_check="""
+        def test_fast_enough(perfgate):
+            result = perfgate.run("light")  # within the scenario's own budget
+            assert result.total.requests == 200
+            result.check(p95_ms=5)
+        """
+    )
+    result = run(project, "test_check.py", "--perfgate-breach-exit-code", "99")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*BudgetExceeded: light: Total p95 * ms > budget 5 ms*"])
+    assert result.ret == 99
+
+
+def test_a_plain_assertion_failure_beside_it_keeps_pytests_exit_code(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_check="""
+        def test_fast_enough(perfgate):
+            perfgate.run("light").check(p95_ms=5)
+
+        def test_broken():
+            assert False
+        """
+    )
+    result = run(project, "test_check.py", "--perfgate-breach-exit-code", "99")
+    result.assert_outcomes(failed=2)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_a_marker_budget_breach_fails_the_run_and_counts_as_a_breach(
+    project: pytest.Pytester,
+) -> None:
+    project.makepyfile(
+        test_marker="""
+        import pytest
+
+        @pytest.mark.perf_budget(p95_ms=5)
+        def test_too_tight(perfgate):
+            perfgate.run("light")
+        """
+    )
+    result = run(project, "test_marker.py", "--perfgate-breach-exit-code", "99")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*light: Total p95 * ms > budget 5 ms*"])
+    assert result.ret == 99
+
+
+def test_an_unknown_key_given_to_result_check_is_a_usage_error(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_check="""
+        def test_x(perfgate):
+            perfgate.run("light").check(p95=5)
+        """
+    )
+    result = run(project, "test_check.py")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*UsageError: perfgate: result.check().p95: unknown budget key*"])
+
+
+def test_the_sigterm_handler_is_installed_during_a_run_only(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        test_signal="""
+        import signal
+        from conftest import HANDLERS
+        from pytest_perfgate.plugin.session import _interrupt
+
+        def test_x(perfgate):
+            assert signal.getsignal(signal.SIGTERM) is not _interrupt
+            perfgate.run("light")
+            assert HANDLERS == [True]  # installed while the load ran
+            assert signal.getsignal(signal.SIGTERM) is not _interrupt  # and restored
+        """
+    )
+    run(project, "test_signal.py").assert_outcomes(passed=1)
+
+
+def test_the_scenario_item_runs_through_the_same_session(project: pytest.Pytester) -> None:
+    result = run(project, "-m", "load_light")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*= perfgate =*", "*light*PASS*"])
