@@ -29,7 +29,7 @@ from pytest_perfgate.core.model import (
     budget_from_mapping,
     scenario_settings,
 )
-from pytest_perfgate.core.parsing import parse_duration, parse_number
+from pytest_perfgate.core.parsing import expand_env, parse_duration, parse_number
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
@@ -58,27 +58,6 @@ BUDGET_KEYS = tuple(k for k in BUDGET_HELP if k not in {r.key for r in REGRESSIO
 #: budgets on figures of the whole run (not of an endpoint's response times)
 RUN_FIGURES = tuple(m.key for m in METRICS if m.scope == "run")
 _LATENCY_KEYS = tuple(m.key for m in METRICS if m.unit is MS and m.scope == "endpoint")
-
-
-# --- secrets from the environment -----------------------------------------------------
-
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def expand_env(value: str, where: str, environ: Mapping[str, str]) -> str:
-    """``"Bearer ${TOKEN}"`` with ``TOKEN`` from ``environ``; a missing variable is an error.
-
-    Secrets stay in the environment: the files of a run hold the ``${NAME}`` form only,
-    and the value is read where the request (or the service) is made.
-    """
-
-    def lookup(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in environ:
-            raise ConfigError(where, f"environment variable {name} is not set")
-        return environ[name]
-
-    return _ENV_REF.sub(lookup, value)
 
 
 # --- validation ----------------------------------------------------------------------

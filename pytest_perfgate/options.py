@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_perfgate.core.parsing import parse_duration, parse_percent
+from pytest_perfgate.core.parsing import check_name, parse_duration, parse_percent
 from pytest_perfgate.errors import ConfigError
-from pytest_perfgate.results.baselines import check_name
 
 __all__ = ["OPTIONS", "Option", "Settings", "resolve"]
 

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 from pytest_perfgate.errors import ConfigError
 
-__all__ = ["parse_duration", "parse_fraction", "parse_number", "parse_percent", "parse_share"]
+__all__ = [
+    "check_name",
+    "expand_env",
+    "is_baseline_name",
+    "parse_duration",
+    "parse_fraction",
+    "parse_number",
+    "parse_percent",
+    "parse_share",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _SCALE = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -92,3 +102,40 @@ def parse_share(value: object, where: str, *, at_most_one: bool = False) -> floa
     if at_most_one and share > 1:
         raise ConfigError(where, f"expected at most 100 %, got {value!r}")
     return share
+
+
+_BASELINE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def is_baseline_name(value: str) -> bool:
+    """Whether ``value`` is a baseline name (one safe folder name) rather than a path."""
+    return bool(_BASELINE_NAME.match(value)) and not value.endswith(".json")
+
+
+def check_name(name: str, where: str) -> str:
+    """A baseline name is one safe folder name (``main``, ``v1.2``, ``pr-481``)."""
+    if not is_baseline_name(name):
+        raise ConfigError(
+            where, f"expected a baseline name of letters, digits, '.', '_' or '-', got {name!r}"
+        )
+    return name
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str, where: str, environ: Mapping[str, str]) -> str:
+    """``"Bearer ${TOKEN}"`` with ``TOKEN`` from ``environ``; a missing variable is an error.
+
+    Secrets stay in the environment: the files of a run hold the ``${NAME}`` form only,
+    and the value is read where the request (or the service) is made (the child process
+    imports it from here, so it never loads yaml).
+    """
+
+    def lookup(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(where, f"environment variable {name} is not set")
+        return environ[name]
+
+    return _ENV_REF.sub(lookup, value)

@@ -78,7 +78,7 @@ from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRun
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
 from locust.util.load_locustfile import load_locustfile
 
-from pytest_perfgate.config import expand_env
+from pytest_perfgate.core.parsing import expand_env
 from pytest_perfgate.core.stats import NOT_SENT
 from pytest_perfgate.load.protocol import (
     SAMPLES_MESSAGE,

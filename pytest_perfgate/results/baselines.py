@@ -27,23 +27,22 @@ import datetime as dt
 import json
 import math
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
+from pytest_perfgate.core.parsing import check_name, is_baseline_name
 from pytest_perfgate.core.regression import Baseline, BaselineRow
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.errors import BaselineError, ConfigError
+from pytest_perfgate.errors import BaselineError
 from pytest_perfgate.results.jsonsafe import dumps
 
 __all__ = [
     "BASELINE_FORMAT",
     "DEFAULT_STORE",
     "baseline_path",
-    "check_name",
     "load_baseline",
     "quantize_ms",
     "save_baseline",
@@ -53,21 +52,11 @@ __all__ = [
 BASELINE_FORMAT = "pytest-perfgate/baseline/1"
 #: where baselines live, relative to the rootdir
 DEFAULT_STORE = Path(".perfgate/baselines")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def quantize_ms(ms: float) -> float:
     """The stored value of a response time: rounded to 1 µs (0.001 ms)."""
     return round(ms * 1000) / 1000
-
-
-def check_name(name: str, where: str) -> str:
-    """A baseline name is one safe folder name (``main``, ``v1.2``, ``pr-481``)."""
-    if not _NAME.match(name) or name.endswith(".json"):
-        raise ConfigError(
-            where, f"expected a baseline name of letters, digits, '.', '_' or '-', got {name!r}"
-        )
-    return name
 
 
 def baseline_path(store_dir: Path, name: str, scenario: str) -> Path:
@@ -187,7 +176,7 @@ def load_baseline(
 
 
 def _locate(store_dir: Path, value: str, scenario: str, cwd: Path | None, label: str) -> Path:
-    if _NAME.match(value) and not value.endswith(".json"):
+    if is_baseline_name(value):
         folder = store_dir / value
         if not folder.is_dir():
             raise BaselineError(

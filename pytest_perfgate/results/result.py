@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pytest_perfgate.core.findings import Analysis
-from pytest_perfgate.core.model import Scenario
+from pytest_perfgate.core.model import Scenario, scenario_settings
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
 from pytest_perfgate.core.verdict import Check, Verdict
 from pytest_perfgate.load.driver import RawRun
@@ -140,20 +140,6 @@ def check_to_dict(c: Check) -> dict[str, Any]:
     }
 
 
-def _settings(s: Scenario) -> dict[str, Any]:
-    return {
-        "users": s.users,
-        "spawn_rate": s.spawn_rate,
-        "duration_s": s.duration_s,
-        "wait_s": [s.wait_min_s, s.wait_max_s],
-        "warmup_s": s.warmup_s,
-        "processes": s.processes,
-        "request_timeout_s": s.request_timeout_s,
-        "min_samples": s.min_samples,
-        "shape": s.shape.kind if s.shape else None,
-    }
-
-
 def _run_dict(raw: RawRun) -> dict[str, Any]:
     return {
         "duration_s": raw.duration_s,
@@ -173,7 +159,7 @@ def result_to_dict(
         "scenario": s.name,
         "description": s.description,
         "thresholds": str(result.thresholds) if result.thresholds else None,
-        "settings": _settings(s),
+        "settings": scenario_settings(s),
         "started_at": result.started_at.isoformat(),
         **_run_dict(raw),
         "arrival_rate": s.arrival_rate,  # None: closed model (users with wait times)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from pytest_perfgate.config import expand_env
 from pytest_perfgate.core.model import ServiceSpec, Thresholds
+from pytest_perfgate.core.parsing import expand_env
 from pytest_perfgate.errors import ConfigError, ServiceError
 from pytest_perfgate.options import Settings
 from pytest_perfgate.processes import end_process_group
