@@ -139,4 +139,3 @@ def test_perf_budget_judges_a_pytest_benchmark_on_its_raw_timings(
     result = run(pytester, "test_bench.py")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*test_too_slow: Total p95 * ms > budget 0.001 ms*n=30*"])
-

@@ -209,8 +209,10 @@ def test_a_valid_hs256_token_may_manage_models(keyed: AsgiService) -> None:
         (lambda: token("x" * 40), "Signature verification failed"),
         (lambda: token(exp=None), 'Token is missing the "exp" claim'),
         (lambda: token(aud=None), 'Token is missing the "aud" claim'),
-        (lambda: jwt.encode({"aud": AUDIENCE, "exp": 2**40}, None, "none"),
-         "The specified alg value"),
+        (
+            lambda: jwt.encode({"aud": AUDIENCE, "exp": 2**40}, None, "none"),
+            "The specified alg value",
+        ),
         (lambda: "not-a-jwt", "Not enough segments"),
     ],
     ids=["expired", "wrong-audience", "bad-signature", "no-exp", "no-aud", "alg-none", "junk"],
