@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 
 pytest_plugins = ("pytester",)
 
@@ -22,3 +23,21 @@ _ROOT = str(Path(__file__).resolve().parent)
 os.environ["PYTHONPATH"] = os.pathsep.join(
     dict.fromkeys(filter(None, [_ROOT, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]))
 )
+
+
+# The suite runs under pytest-xdist (README: ``pytest tests -n 2``, ``--dist loadgroup``
+# in addopts). Tests that start load generators and servers stay serial, as one group on
+# one worker, so two of them never measure each other; the reference service's own tests
+# form a second group (they share one in-process app per worker). Everything else spreads.
+_TESTS = Path(_ROOT) / "tests"
+_SERIAL_GROUPS = {"integration": "load", "service": "service", "benchmarks": "service"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(item.path)
+        if _TESTS not in path.parents:
+            continue
+        group = _SERIAL_GROUPS.get(path.relative_to(_TESTS).parts[0])
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

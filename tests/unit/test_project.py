@@ -32,7 +32,7 @@ def readme_commands() -> list[str]:
 def test_readme_starts_with_exactly_two_commands() -> None:
     main_job, test_suite = readme_commands()
     assert main_job.endswith("pytest -m load_light")
-    assert test_suite.endswith("pytest tests")
+    assert test_suite.endswith("pytest tests -n 2")
 
 
 def test_ci_runs_the_test_command_written_in_the_readme() -> None:
