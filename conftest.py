@@ -31,6 +31,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 # form a second group (they share one in-process app per worker). Everything else spreads.
 _TESTS = Path(_ROOT) / "tests"
 _SERIAL_GROUPS = {"integration": "load", "service": "service", "benchmarks": "service"}
+#: service tests that drive load themselves: serial with the other load tests
+_LOAD_FILES = {"test_service_spike.py", "test_service_e2e.py"}
+
+
+@pytest.fixture(autouse=True)
+def _not_an_xdist_worker_for_child_pytest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pytest a test starts (pytester) is not an xdist worker, whatever runs the suite:
+    pytest-benchmark, for one, disables itself when it sees ``PYTEST_XDIST_WORKER``."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -39,5 +49,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if _TESTS not in path.parents:
             continue
         group = _SERIAL_GROUPS.get(path.relative_to(_TESTS).parts[0])
+        group = "load" if path.name in _LOAD_FILES else group
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
