@@ -25,14 +25,33 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-# The suite runs under pytest-xdist (README: ``pytest tests -n 2``, ``--dist loadgroup``
-# in addopts). Tests that start load generators and servers stay serial, as one group on
-# one worker, so two of them never measure each other; the reference service's own tests
-# form a second group (they share one in-process app per worker). Everything else spreads.
-_TESTS = Path(_ROOT) / "tests"
+# The suite runs under pytest-xdist (README: ``pytest tests -n 2``). Tests that start load
+# generators and servers stay serial, as one scope on one worker, so two of them never
+# measure each other; the reference service's own tests form a second scope (they share
+# one in-process app per worker, and the fuzz total counts only in one process).
+# Everything else spreads over the workers test by test.
 _SERIAL_GROUPS = {"integration": "load", "service": "service", "benchmarks": "service"}
 #: service tests that drive load themselves: serial with the other load tests
 _LOAD_FILES = {"test_service_spike.py", "test_service_e2e.py"}
+
+
+def serial_group(nodeid: str) -> str | None:
+    """The serial group of a test of tests/, by its node id; ``None``: it may run anywhere."""
+    parts = nodeid.split("::", 1)[0].split("/")
+    if len(parts) < 3 or parts[0] != "tests":
+        return None
+    return "load" if parts[-1] in _LOAD_FILES else _SERIAL_GROUPS.get(parts[1])
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialGroups(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return serial_group(nodeid) or nodeid
+
+    return SerialGroups(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -41,15 +60,3 @@ def _not_an_xdist_worker_for_child_pytest(monkeypatch: pytest.MonkeyPatch) -> No
     pytest-benchmark, for one, disables itself when it sees ``PYTEST_XDIST_WORKER``."""
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's, which reads the groups into node ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        path = Path(item.path)
-        if _TESTS not in path.parents:
-            continue
-        group = _SERIAL_GROUPS.get(path.relative_to(_TESTS).parts[0])
-        group = "load" if path.name in _LOAD_FILES else group
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
