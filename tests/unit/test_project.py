@@ -102,10 +102,14 @@ def test_actionlint_finds_a_broken_workflow(tmp_path: Path) -> None:
 def _source_copy(dest: Path) -> Path:
     """The project without its build outputs: setuptools puts whatever an earlier build
     left in build/lib into the wheel, so a wheel of the working tree may hold stale files."""
-    skip = shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "results", ".*_cache", "__pycache__",
-        "node_modules", ".benchmarks",
+    anywhere = shutil.ignore_patterns(
+        ".git", ".venv", "*.egg-info", ".*_cache", "__pycache__", "node_modules", ".benchmarks",
     )  # fmt: skip
+    top = {"build", "dist", "results"}  # pytest_perfgate/results/ is source: only the top ones
+
+    def skip(folder: str, names: list[str]) -> set[str]:
+        return set(anywhere(folder, names)) | (top & set(names) if Path(folder) == ROOT else set())
+
     return Path(shutil.copytree(ROOT, dest, ignore=skip))
 
 
@@ -121,6 +125,7 @@ def test_the_wheel_holds_the_plugin_package_only_and_registers_the_plugin(tmp_pa
     names = zipfile.ZipFile(wheel).namelist()
     assert "pytest_perfgate/plugin/__init__.py" in names
     assert "pytest_perfgate/py.typed" in names
+    assert "pytest_perfgate/results/result.py" in names
     # the reference service is not installed: a top-level "service" collides with others'
     assert not [n for n in names if n.startswith("service/")]
     dist_info = f"pytest_perfgate-{pytest_perfgate.__version__}.dist-info"
