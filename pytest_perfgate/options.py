@@ -128,8 +128,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("spawn_rate", "override every scenario's spawn rate (users per second)",
            _positive_float, None, "RATE"),
     Option("processes", "Locust worker processes per scenario", _positive_int, None, "N"),
-    Option("collect", "collect the scenarios of the thresholds file as test items",
-           _bool, "true", "BOOL"),
+    Option("collect", "collect the scenarios of the thresholds file as test items; load "
+           "runs only when asked: they are deselected unless -m names a load_ marker "
+           "(-m load_light) or the thresholds file or a scenario is an argument "
+           "(pytest thresholds.yaml, pytest thresholds.yaml::light)", _bool, "true", "BOOL"),
     Option("early_stop", "end a run as soon as every blocking budget is decided",
            _bool, "true", "BOOL"),
     Option("min_duration", "measured time an early PASS needs at least (slow drifts, pauses)",
@@ -138,9 +140,9 @@ OPTIONS: tuple[Option, ...] = (
            _duration, "10s", "DURATION"),
     Option("confidence", "confidence level of every interval, e.g. 0.95",
            _level, "0.95", "LEVEL"),
-    Option("inconclusive", "what an inconclusive budget does to the test: auto (fail only "
-           "where the point estimate breaches), fail, warn or pass",
-           _choice("auto", "fail", "warn", "pass"), "auto", "POLICY"),
+    Option("inconclusive", "what an inconclusive budget (the data cannot tell within from "
+           "over) does to the test: fail (default), warn (pass with a warning) or pass",
+           _choice("fail", "warn", "pass"), "fail", "POLICY"),
     Option("breach_exit_code", "exit with this code when the only failures are budget "
            "breaches (k6 uses 99), so a workflow can tell 'slower' from 'broken'; off by default",
            _exit_code, None, "CODE"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pytest_perfgate.core.model import Budget
-from pytest_perfgate.core.stats import Sample, summarize
+from pytest_perfgate.core.stats import Sample, check_ms, summarize
 from pytest_perfgate.core.verdict import Verdict, evaluate
 
 __all__ = ["judge"]
@@ -22,11 +22,14 @@ def judge(
     budget: Budget,
     *,
     level: float = 0.95,
-    inconclusive: str = "auto",
+    inconclusive: str = "fail",
 ) -> Verdict:
-    """The verdict of ``budget`` on the benchmark ``name`` whose rounds took ``timings_s``."""
+    """The verdict of ``budget`` on the benchmark ``name`` whose rounds took ``timings_s``.
+
+    A NaN, infinite or negative timing raises ``SampleError`` naming the round.
+    """
     samples = [
-        Sample(t=float(i), name=name, ms=seconds * 1000.0, ok=True, status=0)
+        Sample(t=float(i), name=name, ms=check_ms(seconds * 1000.0, f"{name}: round {i}"), ok=True)
         for i, seconds in enumerate(timings_s)
     ]
     # throughput of a benchmark is rounds per second of measured time

@@ -12,7 +12,9 @@ Each ``*_regression`` budget is an allowance on a change, judged by a confidence
 interval on that change at ``level``: PASS when the whole interval is at or below the
 allowance, FAIL when it is wholly above, INCONCLUSIVE otherwise (the rule of ``verdict``).
 Both runs' samples count as independent draws (within a run, ``ess_factor`` widens for
-correlation in time, as in ``stats``).
+dependence in time: the block factor of ``stats.summarize(correlated=True)``). The gate
+judges allowances at the level Bonferroni gives over all the scenario's blocking checks.
+Requests never sent have no response time (``samples_by_endpoint(sent_only=True)``).
 
 - ``p50/p95/p99_regression``: the relative change ``new_q / base_q - 1``. Each run's
   order-statistic interval (``stats.quantile_ci``) is taken at ``sqrt(level)``; the runs
@@ -51,6 +53,7 @@ from pytest_perfgate.core.metrics import REGRESSIONS, Regression, regression
 from pytest_perfgate.core.model import scenario_settings
 from pytest_perfgate.core.numbers import format_count, format_level
 from pytest_perfgate.core.stats import (
+    NOT_SENT,
     TOTAL,
     RunStats,
     Sample,
@@ -148,11 +151,19 @@ class Baseline:
         )
 
 
-def samples_by_endpoint(samples: Iterable[Sample]) -> dict[str, list[float]]:
-    """Response times per endpoint key, in arrival order (failures included, as in ``stats``)."""
+def samples_by_endpoint(
+    samples: Iterable[Sample], *, sent_only: bool = False
+) -> dict[str, list[float]]:
+    """Response times per endpoint key, in arrival order (failures included, as in ``stats``).
+
+    ``sent_only`` leaves out requests never sent (``stats.NOT_SENT``: no response time);
+    an endpoint whose requests were all unsent then has an empty list.
+    """
     found: dict[str, list[float]] = {}
     for s in samples:
-        found.setdefault(s.name, []).append(s.ms)
+        times = found.setdefault(s.name, [])
+        if not sent_only or s.status != NOT_SENT:
+            times.append(s.ms)
     return found
 
 
@@ -275,6 +286,8 @@ def _new_side(
     if row is None or row.requests == 0:
         return None
     values = [x for ms in samples.values() for x in ms] if endpoint == TOTAL else samples[endpoint]
+    if not values:  # every request failed before it was sent: no response time to compare
+        return None
     return _Side(sorted(values), row.failures, stats.duration_s, row.ess_factor)
 
 

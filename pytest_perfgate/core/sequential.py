@@ -21,7 +21,7 @@ Howard, Ramdas et al., "Time-uniform, nonparametric, nonasymptotic confidence se
     M_fail(n) = mean_j prod_i (p_j / p0)^y_i ((1 - p_j) / (1 - p0))^(1 - y_i),  p_j > p0
     M_pass(n) = the same with p_j < p0
 
-with the alternatives ``p_j`` at odds ratios 1.1 to 30 from ``p0`` (``_ODDS_RATIOS``).
+with the alternatives ``p_j`` at odds ratios 1.1 to 30 from ``p0`` (``stats.ODDS_RATIOS``).
 Under any ``p <= p0`` every factor has mean ``<= 1``, so ``M_fail`` is a nonnegative
 supermartingale starting at 1, and Ville's inequality gives
 ``P(M_fail ever reaches 2 / alpha) <= alpha / 2``. So:
@@ -29,23 +29,20 @@ supermartingale starting at 1, and Ville's inequality gives
 **Guarantee.** For independent requests, the rule declares a breach of a budget that
 holds (or a pass of one that does not) with probability at most ``alpha / 2`` per
 budget, *however many times it looks* - no alpha spending, no bound on the number of
-looks. Budgets are not corrected for multiplicity, as in ``verdict``.
+looks. ``make_stop_rule`` splits ``alpha`` over the scenario's blocking budgets
+(Bonferroni), so the guarantee holds for the scenario as a whole.
 
-**Time correlation.** Latencies under load come in bursts, so hits cluster and the
-evidence above would look stronger than it is. Every log-likelihood ratio is divided by
-an inflation factor ``f`` (an effective sample size ``n / f``), the larger of:
-
-- the hits' own: ``1 + 2 * sum(rho_k)`` over their autocorrelations in arrival order up
-  to lag ``max_lag`` (256), summed over Geyer's initial positive sequence;
-- ``stats.LagOne``: ``(1 + r) / (1 - r)`` from the lag-1 autocorrelation ``r`` of the log
-  response times of the budget's endpoint (an AR(1) fit). For a Gaussian-copula process
-  it bounds the inflation of every hit sequence, and it works while hits are still too
-  few to show their own clustering.
-
-For data made of blocks of ``f`` identical hits the tempering is exact (the tempered
-ratio is the likelihood ratio of the blocks); for other dependence it is an
-approximation, measured by ``benchmarks/verdict_quality.py`` on AR(1) latencies, where
-it is conservative (phi 0.95 in log space gives ``f = 39``; p95 hits need about 18).
+**Dependence in time.** Latencies under load come in bursts (queues, GC pauses,
+clustered failures), so hits cluster and the evidence above would look stronger than it
+is. Every log-likelihood ratio is divided by the variance inflation ``f`` of the hits,
+measured by batch means over blocks of whole seconds (``stats.block_dependence``: the
+blocks' variance of the hit count over the binomial one, at the first block length where
+it stops growing; while it still grows at the longest blocks the run allows, no early
+PASS). Tempering is exact for blocks of ``f`` identical hits (the tempered
+ratio is the likelihood ratio of the blocks) and approximate for other dependence;
+``benchmarks/verdict_quality.py`` measures it on queues, GC pauses, AR(1) and bursts.
+Requests never sent (``stats.NOT_SENT``) have no response time: they count as failures
+for the error rate and are left out of every latency budget.
 
 What is not decided early: ``avg_ms`` and ``min_rps`` (no interval that stays valid
 under repeated looks without assumptions on the tails), and the pass side of ``max_ms``
@@ -53,35 +50,49 @@ and of ``error_rate: 0`` (one more request may breach them; their breach is cert
 the first offending request). A scenario with such a blocking budget never stops early
 for PASS. An early PASS also needs ``min_duration_s`` of measured time (slow drifts,
 periodic pauses) and ``min_samples`` requests; an abort needs the breach to hold at every
-look for ``abort_window_s`` (a short stall does not end a run).
+look for ``abort_window_s`` (a short stall does not end a run), and, for a share budget,
+``MIN_EXPECTED_HITS / p0`` requests (500 for a p95, 2 500 for a 1 % error rate): failures
+in bursts that have not come yet cannot be measured.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import count
 from typing import Literal
 
 from pytest_perfgate.core.metrics import SECONDS, Metric, metric
 from pytest_perfgate.core.model import Budget, Scenario
 from pytest_perfgate.core.numbers import format_count
-from pytest_perfgate.core.stats import TOTAL, LagOne, Sample
+from pytest_perfgate.core.stats import (
+    NOT_SENT,
+    TOTAL,
+    Dependence,
+    Sample,
+    block_dependence,
+    check_ms,
+    log_mean_exp,
+    mixture,
+)
 
 __all__ = [
     "Decision",
     "ShareTest",
     "StopRule",
+    "blocking_tests",
     "decide",
     "make_stop_rule",
+    "quantile_limits",
 ]
 
 State = Literal["continue", "pass", "fail"]
 
-#: alternatives of the mixture, as odds ratios against p0 (fail side; the pass side uses 1/r)
-_ODDS_RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
-_MAX_LAG = 256
+#: an early PASS needs the requests in which the budget's own share makes this many hits:
+#: hits that come in clusters (bursts of failures) show only once some clusters have
+#: come, and a run too short to have seen one cannot measure them
+MIN_EXPECTED_HITS = 25
 
 
 @dataclass(frozen=True)
@@ -102,25 +113,14 @@ class Decision:
         return self.hits / self.n if self.n else 0.0
 
 
-def _alternatives(p0: float, ratios: Iterable[float]) -> tuple[tuple[float, float], ...]:
-    """``(log(p1/p0), log((1-p1)/(1-p0)))`` for each alternative p1 at the given odds ratios."""
-    odds0 = p0 / (1.0 - p0)
-    coefficients = []
-    for r in ratios:
-        p1 = odds0 * r / (1.0 + odds0 * r)
-        coefficients.append((math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))))
-    return tuple(coefficients)
-
-
-def _log_mean_exp(values: Sequence[float]) -> float:
-    top = max(values)
-    return top + math.log(math.fsum(math.exp(v - top) for v in values) / len(values))
-
-
 class ShareTest:
-    """The two mixture tests of one budget ``p <= p0``, fed one hit (bool) at a time."""
+    """The two mixture tests of one budget ``p <= p0``, fed one hit (bool) at a time.
 
-    def __init__(self, p0: float, alpha: float = 0.05, *, max_lag: int = _MAX_LAG) -> None:
+    Each hit comes with its tick (a whole second since the start; by default its index),
+    so that the hits' dependence in time is measured by blocks of ticks.
+    """
+
+    def __init__(self, p0: float, alpha: float = 0.05) -> None:
         if not 0.0 < p0 < 1.0:
             raise ValueError(f"p0 must lie in (0, 1), got {p0!r}")
         if not 0.0 < alpha < 1.0:
@@ -128,83 +128,100 @@ class ShareTest:
         self.p0 = p0
         self.alpha = alpha
         self.threshold = math.log(2.0 / alpha)
-        self.max_lag = max_lag
         self.n = 0
         self.hits = 0
-        self._fail = _alternatives(p0, _ODDS_RATIOS)
-        self._pass = _alternatives(p0, (1.0 / r for r in _ODDS_RATIOS))
-        self._pairs = [0] * (max_lag + 1)  # _pairs[k]: hits k requests after another hit
-        self._recent: deque[int] = deque()  # indices of hits within max_lag of the last
+        self._fail, self._pass = mixture(p0)
+        self._ticks: dict[int, list[int]] = {}  # tick -> [requests, hits]
 
-    def extend(self, hits: Iterable[bool]) -> None:
+    def extend(self, hits: Iterable[bool], ticks: Iterable[int] | None = None) -> None:
         """Add requests in arrival order; ``True`` is a request over the budget (or failed)."""
-        n, recent, pairs, max_lag = self.n, self._recent, self._pairs, self.max_lag
-        for hit in hits:
+        counts, n = self._ticks, self.n
+        for tick, hit in zip(ticks if ticks is not None else count(n), hits, strict=False):
+            row = counts.get(tick)
+            if row is None:
+                row = counts[tick] = [0, 0]
+            row[0] += 1
             if hit:
-                while recent and n - recent[0] > max_lag:
-                    recent.popleft()
-                for j in recent:
-                    pairs[n - j] += 1
-                recent.append(n)
+                row[1] += 1
                 self.hits += 1
             n += 1
         self.n = n
 
+    def dependence(self) -> Dependence:
+        """The hits' dependence in time, by batch means over blocks of ticks."""
+        if not self._ticks:
+            return Dependence(1.0, 0)
+        first, last = min(self._ticks), max(self._ticks)
+        empty = (0, 0)
+        counts = [tuple(self._ticks.get(k, empty)) for k in range(first, last + 1)]
+        return block_dependence(counts)  # type: ignore[arg-type]
+
     def ess_factor(self) -> float:
-        """Variance inflation ``f >= 1`` of the hit sequence (Geyer's initial positive sequence)."""
-        n, p = self.n, self.hits / self.n if self.n else 0.0
-        if n < 4 or p in (0.0, 1.0):
-            return 1.0
-        var = p * (1.0 - p)
-        last = min(self.max_lag, n - 2)
-        rho = [1.0] + [(self._pairs[k] / (n - k) - p * p) / var for k in range(1, last + 1)]
-        total = 0.0
-        for m in range(0, len(rho) - 1, 2):
-            pair = rho[m] + rho[m + 1]
-            if pair <= 0.0:
-                break
-            total += pair
-        return min(max(2.0 * total - 1.0, 1.0), float(n))
+        """Variance inflation ``f >= 1`` of the hits (``dependence().factor``)."""
+        return self.dependence().factor
 
     def decision(self, min_ess_factor: float = 1.0) -> Decision:
         """The current state: ``"pass"``, ``"fail"`` or ``"continue"``.
 
-        ``min_ess_factor`` is a floor for ``f`` known from elsewhere (``LagOne``).
+        ``min_ess_factor`` is a floor for ``f`` known from elsewhere.
         """
         misses = self.n - self.hits
         fail = [self.hits * a + misses * b for a, b in self._fail]
         pass_ = [self.hits * a + misses * b for a, b in self._pass]
         # log mean exp(l / f) <= max(max l, 0): if no l reaches the threshold, no f >= 1 can
         f: float | None = None
+        settled = True
         if max(*fail, *pass_) >= self.threshold:
-            f = max(self.ess_factor(), min_ess_factor)
+            dependence = self.dependence()
+            f, settled = max(dependence.factor, min_ess_factor), dependence.settled
             fail, pass_ = [v / f for v in fail], [v / f for v in pass_]
-        log_fail, log_pass = _log_mean_exp(fail), _log_mean_exp(pass_)
+        log_fail, log_pass = log_mean_exp(fail), log_mean_exp(pass_)
         state: State = "continue"
         if log_fail >= self.threshold:
             state = "fail"
-        elif log_pass >= self.threshold:
+        elif log_pass >= self.threshold and settled:
+            # no PASS while the variance still grows with the block length: the dependence
+            # is longer than the run can measure, and ``f`` too low
             state = "pass"
         return Decision(state, self.n, self.hits, self.p0, log_pass, log_fail, self.threshold, f)
 
 
 def decide(
-    samples_ms: Sequence[float], budget_ms: float, q: float, alpha: float = 0.05
+    samples_ms: Sequence[float],
+    budget_ms: float,
+    q: float,
+    alpha: float = 0.05,
+    *,
+    ticks: Sequence[int] | None = None,
 ) -> Decision:
     """Whether the ``q``-quantile of ``samples_ms`` (arrival order) is decided against a budget.
 
     A pure function over all samples so far; the answer is valid however often it is
     asked (see the module docstring). ``alpha`` is two-sided: each wrong call has
-    probability ``<= alpha / 2``.
+    probability ``<= alpha / 2``. Without ``ticks`` (whole seconds of each sample) the
+    blocks of the dependence measure are runs of consecutive samples. A NaN, infinite or
+    negative time raises ``SampleError``.
     """
     test = ShareTest(1.0 - q, alpha)
-    test.extend(x > budget_ms for x in samples_ms)
-    lag = LagOne()
-    lag.extend(samples_ms)
-    return test.decision(lag.factor())
+    test.extend((check_ms(x, f"sample {i}") > budget_ms for i, x in enumerate(samples_ms)), ticks)
+    return test.decision()
 
 
 # --- budgets of a scenario -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """New requests of one stream in arrival order: times, outcomes, whole seconds (ticks)."""
+
+    ms: Sequence[float]
+    ok: Sequence[bool]
+    ticks: Sequence[int] | None  # None: by arrival index
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> _Batch:
+        ms = [check_ms(s.ms, f"{s.name} request at {s.t:.3f} s") for s in samples]
+        return cls(ms, [s.ok for s in samples], [math.floor(s.t) for s in samples])
 
 
 class _Monitor:
@@ -241,28 +258,36 @@ class _Monitor:
         """The maximum: a ceiling on every single response time."""
         return self.entry.judge == "fact" and self.entry.stat == "max"
 
-    def feed(self, ms: Sequence[float], ok: Sequence[bool]) -> None:
-        """Add one endpoint's new requests in arrival order."""
+    def feed(self, sent: _Batch, every: _Batch) -> None:
+        """Add one endpoint's new requests in arrival order.
+
+        ``sent``: the requests with a response time; ``every``: all of them, never-sent
+        ones included (their ``ms`` unused), for the error rate.
+        """
+        batch = every if self.entry.judge == "proportion" else sent
         if self.entry.judge == "proportion":
-            hits: list[bool] = [not good for good in ok]
+            hits: list[bool] = [not good for good in batch.ok]
         elif self.entry.judge == "quantile" or self._on_each_request():
             limit = self.limit
-            hits = [x > limit for x in ms]
+            hits = [x > limit for x in batch.ms]
         else:
-            hits = []
-        self.n += len(ms)
+            return
+        self.n += len(hits)
         self.hits += sum(hits)
         if self.test is not None:
-            self.test.extend(hits)
+            self.test.extend(hits, batch.ticks)
 
-    def state(self, min_ess_factor: float = 1.0) -> State:
+    def state(self) -> State:
         if self.any_hit_fails:
             return "fail" if self.hits else "continue"
         if self.passes:
             return "pass"
         if self.test is None:
             return "continue"
-        return self.test.decision(min_ess_factor).state
+        state = self.test.decision().state
+        if state == "pass" and self.test.n * self.test.p0 < MIN_EXPECTED_HITS:
+            return "continue"  # too few requests for clustered hits to have shown
+        return state
 
     def describe(self, state: State) -> str:
         what = f"{self.endpoint} {self.entry.label}".rstrip()
@@ -301,15 +326,17 @@ class StopRule:
         self.min_samples = min_samples
         self._budgets = [(TOTAL, budget), *(endpoint_budgets or {}).items()]
         self._alpha = alpha
+        #: the blocking budgets ``alpha`` is split over (Bonferroni), ``blocking_tests``
+        self.tests = blocking_tests(budget, endpoint_budgets or {})
         self._seen = 0
         self._reset()
 
     def _reset(self) -> None:
         self.requests = 0
         self._seen = 0
-        self._lags: dict[str, LagOne] = {}  # by endpoint, and TOTAL
+        alpha = self._alpha / max(self.tests, 1)
         self.monitors = [
-            _Monitor(endpoint, key, limit, self._alpha)
+            _Monitor(endpoint, key, limit, alpha)
             for endpoint, b in self._budgets
             if b.severity == "block"
             for key, limit in b.limits().items()
@@ -323,40 +350,42 @@ class StopRule:
         by_endpoint: dict[str, list[Sample]] = {}
         for s in new:
             by_endpoint.setdefault(s.name, []).append(s)
-        for name, group in by_endpoint.items():
-            self._feed(name, [s.ms for s in group], [s.ok for s in group])
-        # the total in arrival order: grouped by endpoint, a mix of fast and slow endpoints
-        # would look like bursts (autocorrelation) and inflate the evidence needed
-        self._feed(TOTAL, [s.ms for s in new], [s.ok for s in new])
+        for name, group in [*by_endpoint.items(), (TOTAL, new)]:
+            sent = [s for s in group if s.status != NOT_SENT]
+            self._feed(name, _Batch.of(sent), _Batch.of(group))
         self.requests += len(new)
         return self.look(elapsed_s)
 
-    def observe(self, endpoint: str, ms: Sequence[float], ok: Sequence[bool]) -> None:
-        """Add one endpoint's new measured (post-warm-up) requests, in arrival order.
+    def observe(
+        self,
+        endpoint: str,
+        ms: Sequence[float],
+        ok: Sequence[bool],
+        ticks: Sequence[int] | None = None,
+    ) -> None:
+        """Add one endpoint's new measured (post-warm-up) requests, all sent, in arrival order.
 
-        For callers holding plain arrays of one endpoint at a time; the total then sees
-        each endpoint's requests as one group.
+        For callers holding plain arrays of one endpoint at a time (``ticks``: whole
+        seconds of each request); the total then sees each endpoint's requests as one group.
         """
         self.requests += len(ms)
-        self._feed(endpoint, ms, ok)
+        batch = _Batch(
+            [check_ms(x, f"{endpoint} request {i}") for i, x in enumerate(ms)], ok, ticks
+        )
+        self._feed(endpoint, batch, batch)
         if endpoint != TOTAL:
-            self._feed(TOTAL, ms, ok)
+            self._feed(TOTAL, batch, batch)
 
-    def _feed(self, stream: str, ms: Sequence[float], ok: Sequence[bool]) -> None:
-        self._lags.setdefault(stream, LagOne()).extend(ms)
+    def _feed(self, stream: str, sent: _Batch, every: _Batch) -> None:
         for m in self.monitors:
             if m.endpoint == stream:
-                m.feed(ms, ok)
-
-    def _inflation(self, endpoint: str) -> float:
-        lag = self._lags.get(endpoint)
-        return lag.factor() if lag is not None else 1.0
+                m.feed(sent, every)
 
     def look(self, elapsed_s: float) -> str | None:
         """Decide at ``elapsed_s`` seconds since the load started (warm-up included)."""
         if not self.monitors:
             return None
-        states = [m.state(self._inflation(m.endpoint)) for m in self.monitors]
+        states = [m.state() for m in self.monitors]
         breaches = []
         for m, state in zip(self.monitors, states, strict=True):
             if state != "fail":
@@ -392,6 +421,8 @@ def make_stop_rule(
 ) -> StopRule:
     """The stopping rule of ``scenario``'s blocking budgets at confidence ``level``.
 
+    ``1 - level`` is split over the blocking budgets (``blocking_tests``, Bonferroni).
+
     ``min_duration_s`` defaults to 30 s of measured time (or the whole measured window
     when it is shorter, which means no early PASS).
     """
@@ -405,3 +436,34 @@ def make_stop_rule(
         abort_window_s=abort_window_s,
         min_samples=scenario.min_samples,
     )
+
+
+def blocking_tests(budget: Budget, endpoint_budgets: Mapping[str, Budget]) -> int:
+    """How many blocking checks the scenario's false-fail rate is split over (Bonferroni).
+
+    Every blocking budget judged by an interval (percentiles, mean, error rate strictly
+    between 0 and 1), of every endpoint; facts (maximum, throughput, run figures) carry
+    no sampling error and do not count.
+    """
+    found = 0
+    for b in (budget, *endpoint_budgets.values()):
+        if b.severity != "block":
+            continue
+        for key, limit in b.limits().items():
+            judge = metric(key).judge
+            found += judge in ("quantile", "mean") or (judge == "proportion" and 0 < limit < 1)
+    return found
+
+
+def quantile_limits(
+    budget: Budget, endpoint_budgets: Mapping[str, Budget]
+) -> dict[str, dict[str, float]]:
+    """The percentile budgets by row (``TOTAL`` or an endpoint), then ``"p95"``...: the
+    limits ``stats.summarize`` measures the dependence at, as this rule does."""
+    found: dict[str, dict[str, float]] = {}
+    for endpoint, b in [(TOTAL, budget), *endpoint_budgets.items()]:
+        for key, limit in b.limits().items():
+            m = metric(key)
+            if m.judge == "quantile" and m.stat:
+                found.setdefault(endpoint, {})[m.stat] = limit
+    return found

@@ -18,39 +18,68 @@ Methods, and what they guarantee:
 - ``proportion_ci``: the Clopper-Pearson interval (exact binomial, coverage ``>= level``).
 - ``mean_ci``: ``mean +- z * std / sqrt(n)``, a normal (central-limit) approximation;
   it can cover less than ``level`` for heavy tails and small ``n``.
+- ``quantile_cs`` / ``proportion_cs``: confidence sequences, the values the mixture
+  martingale test of ``sequential`` cannot reject (Howard and Ramdas, Bernoulli 2022,
+  in its test form; ``confseq`` on PyPI implements the paper but needs a C++ build and
+  numpy, which this module may not import). By Ville's inequality they hold at every
+  sample size at once, so at a data-dependent stopping time (an early stop or abort),
+  for i.i.d. samples of a continuous law; about 1.3 to 1.8 times as wide as the
+  fixed-sample intervals.
 
-All intervals assume independent samples; ``sequential`` widens its own evidence for
-correlation in time.
+The intervals above assume independent samples. ``summarize(correlated=True)`` widens
+them for dependence in time by batch means: the share of requests over a figure (or
+failed) is counted per block of whole seconds, and the blocks' variance over the
+binomial one is the factor ``f`` by which ``n`` requests weigh as ``n / f`` independent
+ones (``block_dependence``). The block length is the first at which the variance stops
+growing with it (``Dependence.settled``; the verdict passes nothing while it still
+grows). Valid as ``n`` grows for any stationary dependence shorter than the
+blocks (queues, GC pauses, clustered failures); a run too short for blocks longer than
+its dependence is undercorrected, and a run whose halves disagree beyond chance is not
+stationary: ``EndpointStats.drift`` says so.
 
-Over 450 lines on purpose: each interval method sits beside the exact computation it
-needs (binomial tails, rank searches) and the argument for its coverage.
+Over 800 lines on purpose: each interval method sits beside the exact computation it
+needs (binomial tails, rank searches, mixture evidence, blocks) and the argument for its coverage.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from statistics import NormalDist
 
 from pytest_perfgate.core.metrics import METRICS
+from pytest_perfgate.errors import SampleError
 
 __all__ = [
+    "MIN_BLOCKS",
+    "NOT_SENT",
+    "ODDS_RATIOS",
     "TOTAL",
+    "Dependence",
     "EndpointStats",
-    "LagOne",
     "RunStats",
     "Sample",
+    "block_dependence",
+    "bonferroni",
+    "check_ms",
     "endpoint_stats",
-    "inflation",
+    "evidence",
+    "halves_disagree",
+    "log_mean_exp",
     "mean_ci",
+    "mixture",
     "percentile",
     "proportion_ci",
+    "proportion_cs",
     "quantile_ci",
     "quantile_ci_ranks",
+    "quantile_cs",
+    "quantile_cs_ranks",
     "samples_needed",
     "summarize",
+    "tick_counts",
 ]
 
 TOTAL = "Total"  #: key of the all-endpoints row, as in Locust's "Aggregated"
@@ -100,8 +129,22 @@ class EndpointStats:
     #: confidence interval (low, high) of each reported percentile, keyed "p50", "p95", "p99"
     ci: Mapping[str, tuple[float, float]]
     ci_level: float = 0.95
-    #: variance inflation the intervals allow for (``LagOne``); 1 means independent samples
+    #: the largest variance inflation the intervals allow for; 1 means independent samples
     ess_factor: float = 1.0
+    #: variance inflation by figure ("p50", "p95", "p99", "error_rate"): batch means over
+    #: blocks of seconds (``block_dependence``); a figure left out has ``ess_factor``
+    ess: Mapping[str, float] = field(default_factory=dict)
+    #: figures whose two halves of the run disagree beyond chance: (first half, second half)
+    drift: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: intervals valid at a data-dependent stopping time (``quantile_cs``, ``proportion_cs``)
+    anytime: bool = False
+    #: figures whose block variance still grew at the longest blocks the run allows: their
+    #: dependence is longer than the run can measure, so their intervals are too narrow
+    unsettled: frozenset[str] = frozenset()
+
+    def factor(self, key: str) -> float:
+        """The variance inflation of figure ``key`` (``"p95"``, ``"error_rate"``...)."""
+        return max(self.ess.get(key, self.ess_factor), 1.0)
 
     @property
     def success_rate(self) -> float:
@@ -241,6 +284,11 @@ def _scaled_ranks(n: int, q: float, level: float, ess_factor: float) -> tuple[in
     return max(0, min(low, n)), max(1, min(high, n + 1))
 
 
+def bonferroni(level: float, tests: int) -> float:
+    """The level of each of ``tests`` intervals so that all cover at once with ``level``."""
+    return 1.0 - (1.0 - level) / max(tests, 1)
+
+
 def min_samples_to_bound(q: float, level: float = 0.95, *, side: str = "upper") -> int:
     """Fewest samples whose order statistics bound the ``q``-quantile on ``side`` at ``level``."""
     half = (1.0 - level) / 2.0
@@ -329,71 +377,229 @@ def samples_needed(
     return max(floor, math.ceil(n * (half / gap) ** 2))
 
 
-class LagOne:
-    """Streaming lag-1 autocorrelation ``r`` of log response times, as an AR(1) inflation.
+# --- anytime-valid intervals: the mixture martingale inverted ----------------------
 
-    ``factor() = (1 + r) / (1 - r)`` is the variance inflation of the mean of an AR(1)
-    series: ``n`` correlated samples carry about as much information as ``n / factor``
-    independent ones. For a Gaussian-copula process no function of the values (such as
-    "over the budget") is more correlated than the underlying normals (Lancaster's
-    maximal correlation), so an AR(1) in log space inflates every percentile's variance
-    by at most this factor. ``r`` below ``2 / sqrt(n)`` counts as noise (factor 1).
+#: alternatives of the mixture, as odds ratios against p0 (fail side; the pass side uses 1/r)
+ODDS_RATIOS = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+
+Coefficients = tuple[tuple[float, float], ...]
+
+
+def _alternatives(p0: float, ratios: Iterable[float]) -> Coefficients:
+    """``(log(p1/p0), log((1-p1)/(1-p0)))`` for each alternative p1 at the given odds ratios."""
+    odds0 = p0 / (1.0 - p0)
+    coefficients = []
+    for r in ratios:
+        p1 = odds0 * r / (1.0 + odds0 * r)
+        coefficients.append((math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))))
+    return tuple(coefficients)
+
+
+@lru_cache(maxsize=1024)
+def mixture(p0: float) -> tuple[Coefficients, Coefficients]:
+    """The fail-side and pass-side alternatives of the mixture test of ``p <= p0``."""
+    return _alternatives(p0, ODDS_RATIOS), _alternatives(p0, (1.0 / r for r in ODDS_RATIOS))
+
+
+def log_mean_exp(values: Sequence[float]) -> float:
+    top = max(values)
+    return top + math.log(math.fsum(math.exp(v - top) for v in values) / len(values))
+
+
+def evidence(hits: int, n: int, p0: float, factor: float = 1.0) -> tuple[float, float]:
+    """``(log M_fail, log M_pass)`` of ``hits`` in ``n`` against ``p0``, tempered by ``factor``.
+
+    ``M_fail`` is the mixture likelihood ratio for ``p > p0``, ``M_pass`` for ``p < p0``
+    (``sequential``'s module docstring): each a nonnegative martingale under its null, so
+    by Ville's inequality it ever reaches ``2 / alpha`` with probability ``<= alpha / 2``.
     """
-
-    def __init__(self) -> None:
-        self.n = 0
-        self._sum = self._squares = self._products = 0.0
-        self._first: float | None = None
-        self._last: float | None = None
-
-    def extend(self, ms: Iterable[float]) -> None:
-        """Add response times in arrival order."""
-        n, total, squares, products, last = (
-            self.n, self._sum, self._squares, self._products, self._last
-        )  # fmt: skip
-        for x in ms:
-            v = math.log(x) if x > 1e-6 else -13.8  # log(1e-6): 0 ms stays finite
-            if last is not None:
-                products += last * v
-            elif self._first is None:
-                self._first = v
-            total += v
-            squares += v * v
-            n += 1
-            last = v
-        self.n, self._sum, self._squares, self._products, self._last = (
-            n, total, squares, products, last
-        )  # fmt: skip
-
-    @property
-    def r(self) -> float:
-        """The lag-1 autocorrelation so far (0 below 10 values or for constant values)."""
-        n = self.n
-        if n < 10 or self._first is None or self._last is None:
-            return 0.0
-        mean = self._sum / n
-        var = self._squares / n - mean * mean
-        if var <= 1e-12 * max(1.0, mean * mean):
-            return 0.0
-        # the n - 1 products pair x_1..x_{n-1} with x_2..x_n
-        head, tail = self._sum - self._last, self._sum - self._first
-        cov = (self._products - mean * (head + tail)) / (n - 1) + mean * mean
-        return max(-1.0, min(cov / var, 1.0))
-
-    def factor(self) -> float:
-        """``(1 + r) / (1 - r)``, with ``r`` clipped to ``[0, 0.99]``; 1 when ``r`` is noise."""
-        r = self.r
-        if r < 2.0 / math.sqrt(max(self.n, 1)):
-            return 1.0
-        r = min(r, 0.99)
-        return (1.0 + r) / (1.0 - r)
+    fail, pass_ = mixture(p0)
+    misses = n - hits
+    f = max(factor, 1.0)
+    return (
+        log_mean_exp([(hits * a + misses * b) / f for a, b in fail]),
+        log_mean_exp([(hits * a + misses * b) / f for a, b in pass_]),
+    )
 
 
-def inflation(ms_in_arrival_order: Iterable[float]) -> float:
-    """``LagOne`` over a whole series: the factor ``f`` that turns ``n`` into ``n / f``."""
-    lag = LagOne()
-    lag.extend(ms_in_arrival_order)
-    return lag.factor()
+def quantile_cs_ranks(
+    n: int, q: float, level: float = 0.95, factor: float = 1.0
+) -> tuple[int, int]:
+    """Ranks ``(l, u)`` of a confidence sequence for the ``q``-quantile (0 / n + 1: unbounded).
+
+    The inversion of ``sequential``'s test at every order statistic (the test form of
+    Howard and Ramdas, "Sequential estimation of quantiles", Bernoulli 2022): ``Q > X_(l)``
+    once the share of values ``>= X_(l)`` is shown above ``1 - q``, ``Q <= X_(u)`` once
+    the share above ``X_(u)`` is shown below it. For independent samples of a continuous
+    law, ``P(some n has Q outside [X_(l), X_(u)]) <= 1 - level``: it holds at any
+    stopping time, such as an early stop or abort. A value judged against a budget with it
+    gets the outcome ``sequential``'s rule gives on the same data.
+    """
+    _check_q(q)
+    if not 0.0 < q < 1.0 or n == 0:
+        return 0, n + 1
+    p0, threshold = 1.0 - q, math.log(2.0 / (1.0 - level))
+    # the share >= X_(j) is (n - j + 1) / n: evidence of "over" falls as j grows
+    lower = _largest_true(1, n, lambda j: evidence(n - j + 1, n, p0, factor)[0] >= threshold)
+    # the share > X_(j) is (n - j) / n: evidence of "under" grows with j
+    upper = _largest_true(1, n, lambda j: evidence(n - j, n, p0, factor)[1] < threshold) + 1
+    return max(lower, 0), upper
+
+
+def quantile_cs(
+    sorted_ms: Sequence[float], q: float, level: float = 0.95, factor: float = 1.0
+) -> tuple[float, float]:
+    """The anytime-valid interval of ``quantile_cs_ranks`` as values (infinite if unbounded)."""
+    n = len(sorted_ms)
+    lower, upper = quantile_cs_ranks(n, q, level, factor)
+    low = sorted_ms[lower - 1] if lower >= 1 else -math.inf
+    high = sorted_ms[upper - 1] if upper <= n else math.inf
+    return low, high
+
+
+def proportion_cs(k: int, n: int, level: float = 0.95, factor: float = 1.0) -> tuple[float, float]:
+    """An anytime-valid interval of a proportion: the ``p0`` the mixture test cannot reject."""
+    if not 0 <= k <= n:
+        raise ValueError(f"expected 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    threshold = math.log(2.0 / (1.0 - level))
+    share = k / n
+    # below the share, "p > p0" is shown for small p0; above it, "p < p0" for large p0
+    low = _bisect_edge(0.0, share, lambda p: evidence(k, n, p, factor)[0] >= threshold)
+    high = _bisect_edge(share, 1.0, lambda p: evidence(k, n, p, factor)[1] < threshold)
+    return low, high
+
+
+def _bisect_edge(lo: float, hi: float, rejected_below: Callable[[float], bool]) -> float:
+    """Where a predicate true at ``lo`` turns false before ``hi`` (``lo`` if never true)."""
+    lo, hi = max(lo, 1e-12), min(hi, 1.0 - 1e-12)
+    if lo >= hi or not rejected_below(lo):
+        return lo if lo > 1e-12 else 0.0
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        if rejected_below(mid):
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+# --- dependence in time: batch means over blocks ------------------------------------
+
+#: fewest blocks a block length needs for its variance to count
+MIN_BLOCKS = 10
+#: a block length is kept once doubling it changes the variance by less than this factor
+_PLATEAU = 1.25
+#: the hits count as independent while every factor is within this many standard errors
+#: of 1 (a factor from K blocks has a standard error of about sqrt(2 / (K - 1)))
+_INDEPENDENT_SE = 2.0
+#: |z| between the two halves of a run beyond which its blocks disagree beyond chance
+DRIFT_Z = 3.5
+
+
+def check_ms(ms: float, where: str) -> float:
+    """``ms`` if it is a finite, non-negative response time; ``SampleError`` naming ``where``."""
+    if not 0.0 <= ms < math.inf:  # also rejects nan
+        raise SampleError(where, ms)
+    return ms
+
+
+def tick_counts(ticks: Iterable[int], hits: Iterable[bool]) -> list[tuple[int, int]]:
+    """``(requests, hits)`` per tick (a second, or a request index), from the first tick on."""
+    counts: dict[int, list[int]] = {}
+    for tick, hit in zip(ticks, hits, strict=True):
+        row = counts.setdefault(tick, [0, 0])
+        row[0] += 1
+        row[1] += hit
+    if not counts:
+        return []
+    first, last = min(counts), max(counts)
+    return [tuple(counts.get(k, (0, 0))) for k in range(first, last + 1)]  # type: ignore[misc]
+
+
+def _batch_factor(counts: Sequence[tuple[int, int]], length: int, p: float, n: int) -> float:
+    """Variance of the hit share from blocks of ``length`` ticks over the binomial variance."""
+    squares = 0.0
+    blocks = 0
+    for start in range(0, len(counts), length):
+        chunk = counts[start : start + length]
+        requests = sum(c[0] for c in chunk)
+        hits = sum(c[1] for c in chunk)
+        squares += (hits - p * requests) ** 2
+        blocks += 1
+    return blocks / (blocks - 1) * squares / (n * p * (1.0 - p))
+
+
+@dataclass(frozen=True)
+class Dependence:
+    """How much a hit sequence's blocks vary beyond independent requests (batch means)."""
+
+    factor: float  # f >= 1: n requests weigh as n / f independent ones
+    block: int  # the block length chosen, in ticks (0: too few blocks, f = 1)
+    #: whether the variance stopped growing with the block length (or had nothing to
+    #: measure): False means dependence longer than the longest blocks, so ``f`` is low
+    settled: bool = True
+
+
+def block_dependence(counts: Sequence[tuple[int, int]]) -> Dependence:
+    """The variance inflation of the hit share from batch means over blocks of ticks.
+
+    Blocks of 1, 2, 4, ... ticks while there are ``MIN_BLOCKS`` of them. The variance has
+    settled at the first length ``L`` where doubling and quadrupling the block change it
+    by less than ``_PLATEAU`` (blocks about independent of each other), or when no length
+    shows any dependence (every factor within noise of 1); ``f`` is then the largest
+    factor from ``L`` on (conservative: batch means underestimate with few blocks). When it
+    never settles, ``f`` is the largest factor measured and ``settled`` is False: the
+    dependence is longer than the run can measure. Batch means are consistent for any
+    stationary dependence shorter than the blocks; the floor 1 keeps regular
+    (anti-correlated) arrivals from narrowing intervals.
+    """
+    n = sum(c[0] for c in counts)
+    hits = sum(c[1] for c in counts)
+    if n < 2 or hits in (0, n):
+        return Dependence(1.0, 0)
+    p = hits / n
+    found: list[tuple[int, float]] = []
+    length, independent = 1, True
+    while (blocks := math.ceil(len(counts) / length)) >= MIN_BLOCKS:
+        factor = _batch_factor(counts, length, p, n)
+        independent &= factor <= 1.0 + _INDEPENDENT_SE * math.sqrt(2.0 / (blocks - 1))
+        found.append((length, factor))
+        length *= 2
+    if not found:
+        return Dependence(1.0, 0, settled=False)
+    factors = [f for _, f in found]
+    top = max(1.0, *factors)
+    if independent:
+        return Dependence(top, found[-1][0])
+    for i in range(len(found) - 2):
+        base = max(factors[i], 1.0)
+        if max(factors[i + 1], factors[i + 2]) <= _PLATEAU * base:
+            return Dependence(max(1.0, *factors[i:]), found[i][0])
+    return Dependence(top, found[-1][0], settled=False)
+
+
+def halves_disagree(counts: Sequence[tuple[int, int]]) -> bool:
+    """Whether the hit shares of the run's two halves differ beyond chance (``DRIFT_Z``).
+
+    The difference is scaled by each half's own block variance, so hits that cluster
+    (a burst, a pause) do not count as a drift; a level shift or a trend does.
+    """
+    middle = len(counts) // 2
+    if middle < MIN_BLOCKS:
+        return False
+    var, shares = 0.0, []
+    for part in (counts[:middle], counts[middle:]):
+        n, hits = sum(c[0] for c in part), sum(c[1] for c in part)
+        if not n:
+            return False
+        p = hits / n
+        # a half without hits (or all hits) has no variance of its own: take one hit's
+        p_var = min(max(p, 1.0 / n), 1.0 - 1.0 / n)
+        var += block_dependence(part).factor * p_var * (1.0 - p_var) / n
+        shares.append(p)
+    return abs(shares[0] - shares[1]) > DRIFT_Z * math.sqrt(var)
 
 
 # --- summaries -----------------------------------------------------------------------
@@ -408,25 +614,39 @@ def endpoint_stats(
     *,
     ess_factor: float = 1.0,
     not_sent: int = 0,
+    ess: Mapping[str, float] | None = None,
+    drift: Mapping[str, tuple[float, float]] | None = None,
+    anytime: bool = False,
+    unsettled: frozenset[str] = frozenset(),
 ) -> EndpointStats:
     """Figures of one endpoint from its sorted response times; ``summarize`` calls this per row.
 
     ``not_sent`` failures (tasks that raised before a request) count as requests and
-    failures, but have no response time.
+    failures, but have no response time. ``ess`` holds a variance inflation per figure
+    (``"p95"``, ``"error_rate"``...), ``ess_factor`` the one for figures it leaves out.
+    ``anytime`` takes the percentiles' intervals from ``quantile_cs`` (valid at a
+    data-dependent stopping time) instead of ``quantile_ci``.
     """
     n = len(sorted_ms)
     rps = (n + not_sent) / duration_s if duration_s > 0 else 0.0
+    factors = {key: max(ess_factor, 1.0) for key in (*QUANTILES, "error_rate")}
+    factors.update(ess or {})
+    top = max(factors.values())
     if n == 0:
         unbounded = (-math.inf, math.inf)
         return EndpointStats(
             name, not_sent, failures, rps, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
-            dict.fromkeys(QUANTILES, unbounded), level, ess_factor,
+            dict.fromkeys(QUANTILES, unbounded), level, top, factors, dict(drift or {}), anytime,
+            unsettled,
         )  # fmt: skip
     mean = math.fsum(sorted_ms) / n
     std = math.sqrt(math.fsum((x - mean) ** 2 for x in sorted_ms) / (n - 1)) if n > 1 else 0.0
     points = {key: percentile(sorted_ms, q) for key, q in QUANTILES.items()}
     ci = {
-        key: quantile_ci(sorted_ms, q, level, ess_factor=ess_factor) for key, q in QUANTILES.items()
+        key: quantile_cs(sorted_ms, q, level, factors[key])
+        if anytime
+        else quantile_ci(sorted_ms, q, level, ess_factor=factors[key])
+        for key, q in QUANTILES.items()
     }
     return EndpointStats(
         name=name,
@@ -442,52 +662,138 @@ def endpoint_stats(
         p99=points["p99"],
         ci=ci,
         ci_level=level,
-        ess_factor=ess_factor,
+        ess_factor=top,
+        ess=factors,
+        drift=dict(drift or {}),
+        anytime=anytime,
+        unsettled=unsettled,
     )
 
 
+@dataclass
+class _Collected:
+    """One row's requests in arrival order, while ``summarize`` reads the samples."""
+
+    ms: list[float] = field(default_factory=list)  # response times of sent requests
+    ticks: list[int] = field(default_factory=list)  # their whole seconds since the start
+    failed: list[bool] = field(default_factory=list)  # every request, not-sent ones included
+    every_tick: list[int] = field(default_factory=list)
+    not_sent: int = 0
+
+    def add(self, s: Sample) -> None:
+        tick = math.floor(s.t)
+        self.failed.append(not s.ok)
+        self.every_tick.append(tick)
+        if s.status == NOT_SENT:
+            self.not_sent += 1
+            return
+        self.ms.append(check_ms(s.ms, f"{s.name} request at {s.t:.3f} s"))
+        self.ticks.append(tick)
+
+
+def _halves(ticks: Sequence[int], counts_len: int) -> tuple[list[int], list[int]]:
+    """Indices of the requests in the first and second half of the run's ticks."""
+    middle = min(ticks) + counts_len // 2 if ticks else 0
+    first = [i for i, t in enumerate(ticks) if t < middle]
+    second = [i for i, t in enumerate(ticks) if t >= middle]
+    return first, second
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What ``_dependence`` measured in one row."""
+
+    ess: dict[str, float]
+    drift: dict[str, tuple[float, float]]
+    unsettled: frozenset[str]
+
+
+def _dependence(c: _Collected, ordered: Sequence[float], limits: Mapping[str, float]) -> _Found:
+    """Per figure: the block variance inflation, and the halves' figures where they disagree.
+
+    A percentile's hits are the requests over its limit where ``limits`` has one (the
+    variance that matters for judging it, and the one ``sequential`` measures), else over
+    its point estimate.
+    """
+    ess: dict[str, float] = {}
+    drift: dict[str, tuple[float, float]] = {}
+    unsettled: set[str] = set()
+    for key, q in QUANTILES.items() if ordered else ():
+        point = limits.get(key, percentile(ordered, q))
+        counts = tick_counts(c.ticks, (x > point for x in c.ms))
+        found = block_dependence(counts)
+        ess[key] = found.factor
+        if not found.settled:
+            unsettled.add(key)
+        if halves_disagree(counts):
+            a, b = _halves(c.ticks, len(counts))
+            drift[key] = (
+                percentile(sorted(c.ms[i] for i in a), q),
+                percentile(sorted(c.ms[i] for i in b), q),
+            )
+    counts = tick_counts(c.every_tick, c.failed)
+    found = block_dependence(counts)
+    ess["error_rate"] = found.factor
+    if not found.settled:
+        unsettled.add("error_rate")
+    if halves_disagree(counts):
+        a, b = _halves(c.every_tick, len(counts))
+        drift["error_rate"] = (
+            sum(c.failed[i] for i in a) / len(a),
+            sum(c.failed[i] for i in b) / len(b),
+        )
+    return _Found(ess, drift, frozenset(unsettled))
+
+
+@dataclass(frozen=True)
+class _How:
+    """How ``summarize`` treats each row: its options, gathered."""
+
+    level: float
+    correlated: bool
+    anytime: bool
+    limits: Mapping[str, Mapping[str, float]]
+
+
+def _summary_row(name: str, c: _Collected, duration_s: float, how: _How) -> EndpointStats:
+    ordered = sorted(c.ms)
+    found = (
+        _dependence(c, ordered, how.limits.get(name, {}))
+        if how.correlated
+        else _Found({}, {}, frozenset())
+    )
+    return endpoint_stats(
+        name, ordered, sum(c.failed), duration_s, how.level, not_sent=c.not_sent,
+        ess=found.ess, drift=found.drift, anytime=how.anytime, unsettled=found.unsettled,
+    )  # fmt: skip
+
+
 def summarize(
-    samples: Iterable[Sample], duration_s: float, level: float = 0.95, *, correlated: bool = False
+    samples: Iterable[Sample],
+    duration_s: float,
+    level: float = 0.95,
+    *,
+    correlated: bool = False,
+    anytime: bool = False,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> RunStats:
     """Per-endpoint and total statistics of ``samples`` over a window of ``duration_s``.
 
-    Sorts each endpoint once; the total row sorts the concatenated sorted runs, which
-    Timsort merges in linear time per run. ``correlated=True`` widens every interval for
-    correlation in time, measured by ``LagOne`` on each row's samples in arrival order
-    (the order of ``samples``).
+    Requests never sent (``NOT_SENT``) count as failures and have no response time; a
+    NaN, infinite or negative response time raises ``SampleError`` naming the request.
+    ``correlated=True`` measures dependence in time by batch means over blocks of whole
+    seconds (``block_dependence``) for each percentile and the error rate, widens their
+    intervals by it, and records in ``drift`` the figures whose two halves disagree beyond
+    chance (``halves_disagree``). ``anytime=True`` (a run an early-stop rule watched)
+    gives intervals valid at a data-dependent stopping time. ``limits`` (by row, then
+    ``"p95"``...) are the budgets the percentiles will be judged against.
     """
-    times: dict[str, list[float]] = {}
-    failures: dict[str, int] = {}
-    not_sent: dict[str, int] = {}
-    arrival_all: list[float] | None = [] if correlated else None
+    rows: dict[str, _Collected] = {}
+    every = _Collected()
     for s in samples:
-        bucket = times.get(s.name)
-        if bucket is None:
-            bucket = times[s.name] = []
-            failures[s.name] = not_sent[s.name] = 0
-        if not s.ok:
-            failures[s.name] += 1
-        if s.status == NOT_SENT:
-            not_sent[s.name] += 1
-            continue
-        bucket.append(s.ms)
-        if arrival_all is not None:
-            arrival_all.append(s.ms)
-    rows: dict[str, EndpointStats] = {}
-    every: list[float] = []
-    for name in sorted(times):
-        arrival = times[name]
-        factor = inflation(arrival) if correlated else 1.0
-        ordered = sorted(arrival)
-        rows[name] = endpoint_stats(
-            name, ordered, failures[name], duration_s, level, ess_factor=factor,
-            not_sent=not_sent[name],
-        )  # fmt: skip
-        every.extend(ordered)
-    every.sort()
-    total_factor = inflation(arrival_all) if arrival_all is not None else 1.0
-    total = endpoint_stats(
-        TOTAL, every, sum(failures.values()), duration_s, level, ess_factor=total_factor,
-        not_sent=sum(not_sent.values()),
-    )  # fmt: skip
-    return RunStats(endpoints=rows, total=total, duration_s=duration_s)
+        rows.setdefault(s.name, _Collected()).add(s)
+        every.add(s)
+    how = _How(level, correlated, anytime, limits or {})
+    endpoints = {name: _summary_row(name, rows[name], duration_s, how) for name in sorted(rows)}
+    total = _summary_row(TOTAL, every, duration_s, how)
+    return RunStats(endpoints=endpoints, total=total, duration_s=duration_s)

@@ -15,8 +15,12 @@ How each budgeted metric is judged (``level`` is the statistics' confidence leve
   ``<= (1 - level) / 2`` for independent samples.
 - ``avg_ms``: the same rule on the normal-approximation interval of the mean.
 - ``max_ms``: the observed maximum against the limit (no interval: the maximum is a fact).
-- ``error_rate``: the same rule on the Clopper-Pearson interval of the failure share; a
-  limit of 0 means "no failure", judged on the count.
+- ``error_rate``: the same rule on the Clopper-Pearson interval of the failure share,
+  taken on ``n / f`` requests where failures cluster in time (``EndpointStats.factor``);
+  a limit of 0 means "no failure", judged on the count.
+- drift: a check that would PASS becomes INCONCLUSIVE where the run's two halves
+  disagree beyond chance (``EndpointStats.drift``) and one half breaches the limit, or
+  where its dependence in time did not settle (``EndpointStats.unsettled``).
 - ``min_rps``: the observed throughput against the limit (a point estimate).
 - run figures (``scope == "run"``: GPU, hard errors, recovery, memory growth): the
   figure against the limit; an absent figure makes the budget INVALID (``Metric.absent``).
@@ -38,7 +42,14 @@ from dataclasses import dataclass
 from pytest_perfgate.core.metrics import Judge, Metric, Regression, metric, regression
 from pytest_perfgate.core.model import Budget
 from pytest_perfgate.core.numbers import format_count, format_level, format_signed_percent
-from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, mean_ci, proportion_ci
+from pytest_perfgate.core.stats import (
+    TOTAL,
+    EndpointStats,
+    RunStats,
+    mean_ci,
+    proportion_ci,
+    proportion_cs,
+)
 from pytest_perfgate.core.stats import samples_needed as _samples_needed
 
 __all__ = [
@@ -54,9 +65,10 @@ __all__ = [
     "more_samples_text",
 ]
 
-#: what an INCONCLUSIVE scenario does to the test: fail it, pass it with a warning, pass
-#: it, or ("auto") fail it only where the point estimate is over the budget
-INCONCLUSIVE_POLICIES = ("fail", "warn", "pass", "auto")
+#: what an INCONCLUSIVE scenario does to the test: fail it (the default: a required check
+#: goes green only on evidence), pass it with a warning, or pass it. There is no policy
+#: that falls back to the point estimate: near the budget it is a coin toss.
+INCONCLUSIVE_POLICIES = ("fail", "warn", "pass")
 
 
 class Outcome(enum.Enum):
@@ -140,6 +152,12 @@ class Check:
     level: float = 0.95  # confidence level of ``ci``
     more_samples: int | None = None  # INCONCLUSIVE: about this many more samples would decide
     reason: str = ""  # INVALID: why
+    #: the figure in the run's first and second half, where they disagree beyond chance
+    drift: tuple[float, float] | None = None
+    #: INCONCLUSIVE: the run's request rate, to turn ``more_samples`` into seconds
+    rps: float = 0.0
+    #: INCONCLUSIVE: the dependence in time is longer than the run could measure
+    unsettled: bool = False
 
     @property
     def blocking(self) -> bool:
@@ -147,13 +165,25 @@ class Check:
 
     @property
     def over_budget(self) -> bool:
-        """Whether the point estimate alone breaches the limit (``auto`` policy's rule)."""
+        """Whether the point estimate alone breaches the limit (a hint, never a verdict)."""
         if self.observed is None:
             return False
         found = entry(self.metric)
         if isinstance(found, Metric):
             return found.breached(self.observed, self.limit)
         return self.observed > self.limit  # an allowance's change is "how much worse"
+
+    def drift_text(self) -> str:
+        """``p95 180 ms in the first half of the run, 320 ms in the second``; "" without drift."""
+        if self.drift is None:
+            return ""
+        m = metric(self.metric)
+        first, second = (m.format(v) for v in self.drift)
+        label = f"{m.label} " if m.label else ""
+        return (
+            f"{label}{first} in the first half of the run, {second} in the second: the halves "
+            "disagree beyond chance (a drift or a regime switch)"
+        )
 
     def message(self) -> str:
         """The sentence a reviewer reads, e.g. the breach line in the module docstring."""
@@ -163,6 +193,13 @@ class Check:
         budget = f"budget {m.format(self.limit)}"
         if self.outcome is Outcome.INVALID or self.observed is None:
             text = f"{what} {budget}: invalid, {self.reason or 'no data'}"
+        elif self.outcome is Outcome.INCONCLUSIVE and self.drift is not None:
+            text = f"{what} {m.format(self.observed)} ~ {budget}: inconclusive, {self.drift_text()}"
+        elif self.outcome is Outcome.INCONCLUSIVE and self.unsettled:
+            text = (
+                f"{what} {m.format(self.observed)} {m.relation(failed=False)} {budget} "
+                f"({self._details(m)}): inconclusive, {_UNSETTLED}"
+            )
         elif self.outcome is Outcome.INCONCLUSIVE:
             text = (
                 f"{what} {m.format(self.observed)} ~ {budget} ({self._details(m)}): "
@@ -220,7 +257,15 @@ def _by_mean(m: Metric, limit: float, row: EndpointStats) -> _Judged:
 
 
 def _by_proportion(m: Metric, limit: float, row: EndpointStats) -> _Judged:
-    ci = proportion_ci(row.failures, row.requests, row.ci_level)
+    # clustered failures: the blocks' variance inflation f turns k of n into k/f of n/f
+    f = row.factor("error_rate")
+    n_eff = max(1, math.floor(row.requests / f))
+    k_eff = min(n_eff, round(row.failures * n_eff / row.requests))
+    ci = (
+        proportion_cs(row.failures, row.requests, row.ci_level, f)
+        if row.anytime
+        else proportion_ci(k_eff, n_eff, row.ci_level)
+    )
     if limit <= 0:  # "no failure at all" is judged on the count, not on an interval
         return _Judged(_stat(m, row), Outcome.FAIL if row.failures else Outcome.PASS, ci)
     return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
@@ -257,8 +302,27 @@ def _check(
                      reason=reason)  # fmt: skip
     judged = _JUDGES[m.judge](m, limit, row)
     more = _more_samples(m, limit, row, judged)
+    drift = _drift(m, limit, row)
+    unsettled = _key(m) in row.unsettled and judged.outcome is Outcome.PASS and drift is None
+    outcome = judged.outcome
+    if (drift is not None or unsettled) and outcome is Outcome.PASS:
+        outcome = Outcome.INCONCLUSIVE  # one half over the budget, or f too low to trust
     return Check(scenario, endpoint, m.key, limit, judged.observed, row.requests,
-                 judged.outcome, severity, judged.ci, row.ci_level, more)  # fmt: skip
+                 outcome, severity, judged.ci, row.ci_level, more, drift=drift,
+                 rps=row.rps, unsettled=unsettled)  # fmt: skip
+
+
+def _key(m: Metric) -> str:
+    """The figure of ``EndpointStats.ess`` / ``drift`` / ``unsettled`` a metric reads."""
+    return "error_rate" if m.judge == "proportion" else (m.stat or "")
+
+
+def _drift(m: Metric, limit: float, row: EndpointStats) -> tuple[float, float] | None:
+    """The halves' figures of ``m`` where they disagree beyond chance and one breaches ``limit``."""
+    halves = row.drift.get(_key(m))
+    if halves is None or not any(m.breached(v, limit) for v in halves):
+        return None
+    return halves
 
 
 def _more_samples(m: Metric, limit: float, row: EndpointStats, judged: _Judged) -> int | None:
@@ -266,13 +330,18 @@ def _more_samples(m: Metric, limit: float, row: EndpointStats, judged: _Judged) 
     if judged.outcome is not Outcome.INCONCLUSIVE or judged.ci is None:
         return None
     total = _samples_needed(row.requests, judged.observed, judged.ci, limit, q=m.q,
-                            level=row.ci_level, ess_factor=row.ess_factor)  # fmt: skip
+                            level=row.ci_level, ess_factor=row.factor(_key(m)))  # fmt: skip
     return None if total is None else total - row.requests
 
 
 # --- verdicts ------------------------------------------------------------------------
 
 _INCONCLUSIVE_PREFIX = "inconclusive: "
+_UNSETTLED = (
+    "the requests depend on each other over longer than the run can measure (the "
+    "variance still grows with the block length), so the interval is too narrow to "
+    "trust; run longer"
+)
 
 
 @dataclass(frozen=True)
@@ -303,8 +372,6 @@ class Verdict:
     def failed(self) -> bool:
         """Whether the test should fail; INCONCLUSIVE follows the ``inconclusive`` policy."""
         if self.outcome is Outcome.INCONCLUSIVE:
-            if self.inconclusive == "auto":
-                return any(c.over_budget for c in self.undecided)
             return self.inconclusive == "fail"
         return self.outcome is not Outcome.PASS
 
@@ -330,21 +397,27 @@ class Verdict:
         return "\n".join(lines)
 
 
+_TREATED = {
+    "fail": "policy 'fail' fails it",
+    "warn": "policy 'warn' passes it with a warning",
+    "pass": "policy 'pass' passes it",
+}
+
+
 def _inconclusive_note(check: Check, policy: str) -> str:
     label = metric_label(check.metric)
-    more = more_samples_text(check.more_samples)
-    if policy == "auto":
-        side = ">" if check.over_budget else "<="
-        effect = "fails" if check.over_budget else "passes"
-        treated = f"policy 'auto' {effect} it (point estimate {side} budget)"
-    else:
-        treated = {
-            "fail": "policy 'fail' fails it",
-            "warn": "policy 'warn' passes it with a warning",
-            "pass": "policy 'pass' passes it",
-        }[policy]
     where = f"{check.endpoint} {label}".rstrip()
-    return f"{_INCONCLUSIVE_PREFIX}{where}: the budget lies inside the CI; {more}; {treated}"
+    if check.drift is not None:
+        return f"{_INCONCLUSIVE_PREFIX}{where}: {check.drift_text()}; {_TREATED[policy]}"
+    if check.unsettled:
+        return f"{_INCONCLUSIVE_PREFIX}{where}: {_UNSETTLED}; {_TREATED[policy]}"
+    more = more_samples_text(check.more_samples)
+    if check.more_samples is not None and check.rps > 0:
+        seconds = format_count(math.ceil(check.more_samples / check.rps))
+        more = more.replace(" would decide", f" (about {seconds} s more at this rate) would decide")
+    return (
+        f"{_INCONCLUSIVE_PREFIX}{where}: the budget lies inside the CI; {more}; {_TREATED[policy]}"
+    )
 
 
 def evaluate(
@@ -355,16 +428,16 @@ def evaluate(
     *,
     min_samples: int = 1,
     invalid_reasons: Sequence[str] = (),
-    inconclusive: str = "auto",
+    inconclusive: str = "fail",
     extra_checks: Sequence[Check] = (),
     figures: Mapping[str, float | None] | None = None,
 ) -> Verdict:
     """Compare every budget with its measurement and decide the scenario's outcome.
 
-    ``inconclusive`` is what an INCONCLUSIVE scenario does to the test: ``"fail"``,
-    ``"warn"`` (pass, and say so), ``"pass"``, or ``"auto"`` (fail only where the point
-    estimate breaches the budget). Each undecided check also becomes a note in
-    ``reasons`` saying about how many more samples would decide it. ``figures`` holds the
+    ``inconclusive`` is what an INCONCLUSIVE scenario does to the test: ``"fail"`` (the
+    default), ``"warn"`` (pass, and say so) or ``"pass"``. Each undecided check also
+    becomes a note in ``reasons`` saying about how many more requests (and seconds at the
+    run's rate) would decide it, or that the run's halves disagree. ``figures`` holds the
     run-level figures by budget key (the registry's ``scope == "run"`` metrics: GPU, hard errors,
     recovery, memory growth); ``None`` is absent, so a budget on it is INVALID.
     """

@@ -10,10 +10,13 @@ from fractions import Fraction
 import pytest
 
 from pytest_perfgate.core.stats import (
+    NOT_SENT,
     TOTAL,
-    LagOne,
     Sample,
-    inflation,
+    block_dependence,
+    bonferroni,
+    check_ms,
+    halves_disagree,
     mean_ci,
     min_samples_to_bound,
     percentile,
@@ -22,7 +25,9 @@ from pytest_perfgate.core.stats import (
     quantile_ci_ranks,
     samples_needed,
     summarize,
+    tick_counts,
 )
+from pytest_perfgate.errors import PerfgateError, SampleError
 
 np = pytest.importorskip("numpy")
 
@@ -178,22 +183,68 @@ def test_samples_needed_assumes_the_interval_narrows_as_one_over_root_n() -> Non
 # --- correlation ---------------------------------------------------------------------
 
 
-def test_lag_one_sees_no_correlation_in_independent_samples() -> None:
+def test_blocks_see_no_dependence_in_independent_samples() -> None:
     rng = random.Random(9)
-    assert inflation(rng.lognormvariate(3, 0.5) for _ in range(5000)) == 1.0
+    counts = tick_counts((i // 20 for i in range(6000)), (rng.random() < 0.05 for _ in range(6000)))
+    assert len(counts) == 300
+    assert block_dependence(counts).factor == pytest.approx(1.0, abs=0.3)
 
 
-def test_lag_one_measures_an_ar1_in_log_space() -> None:
-    rng = random.Random(9)
-    phi, z, values = 0.9, 0.0, []
-    for _ in range(20000):
-        z = phi * z + math.sqrt(1 - phi * phi) * rng.gauss(0, 1)
-        values.append(math.exp(4 + 0.5 * z))
-    lag = LagOne()
-    lag.extend(values[:7000])
-    lag.extend(values[7000:])  # streaming in pieces gives the same answer
-    assert lag.r == pytest.approx(0.9, abs=0.02)
-    assert lag.factor() == pytest.approx(19.0, rel=0.25)
+def test_blocks_measure_hits_that_come_in_clusters() -> None:
+    rng = random.Random(5)
+    hits = [h for _ in range(3000) for h in [rng.random() < 0.05] * 10]
+    counts = tick_counts(range(len(hits)), hits)  # one request a tick
+    found = block_dependence(counts)
+    assert found.factor == pytest.approx(10.0, rel=0.3)
+    assert found.block >= 8  # the variance stops growing once blocks hold whole clusters
+
+
+def test_blocks_measure_the_pauses_of_a_garbage_collector() -> None:
+    rng = random.Random(2)
+    ticks, hits = [], []
+    for i in range(20 * 300):  # 20 requests a second, a 0.5 s pause every 8 s
+        t = i / 20
+        ticks.append(math.floor(t))
+        hits.append(t % 8 < 0.5 or rng.random() < 0.01)
+    assert block_dependence(tick_counts(ticks, hits)).factor > 3
+
+
+def test_a_run_too_short_for_blocks_counts_as_independent() -> None:
+    assert block_dependence([(20, 1)] * 5).factor == 1.0
+    assert block_dependence([]).factor == 1.0
+    assert block_dependence([(20, 0)] * 50).factor == 1.0  # no hit: no variance to inflate
+
+
+def test_halves_that_disagree_beyond_chance_are_a_drift() -> None:
+    steady = [(20, 1)] * 60
+    shifted = [(20, 1)] * 30 + [(20, 4)] * 30
+    burst = [(20, 1)] * 30 + [(20, 1)] * 20 + [(20, 20)] * 3 + [(20, 1)] * 7
+    assert not halves_disagree(steady)
+    assert halves_disagree(shifted)
+    assert not halves_disagree(burst)  # one cluster of hits is dependence, not a drift
+    assert not halves_disagree(shifted[22:38])  # too few blocks a half to tell
+
+
+def test_bonferroni_splits_the_error_over_the_checks() -> None:
+    assert bonferroni(0.95, 1) == 0.95
+    assert bonferroni(0.95, 5) == pytest.approx(0.99)
+    assert bonferroni(0.95, 0) == 0.95
+
+
+# --- clean inputs --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, -0.5])
+def test_a_response_time_that_is_not_a_finite_non_negative_number_is_rejected(bad: float) -> None:
+    with pytest.raises(SampleError, match=r"^GET /a request at 3\.250 s: response time"):
+        summarize([Sample(1.0, "GET /a", 5.0, True), Sample(3.25, "GET /a", bad, True)], 5.0)
+    with pytest.raises(PerfgateError):
+        check_ms(bad, "somewhere")
+    assert issubclass(SampleError, ValueError)
+
+
+def test_zero_and_finite_response_times_are_accepted() -> None:
+    assert check_ms(0.0, "x") == 0.0 and check_ms(12.5, "x") == 12.5
 
 
 # --- summaries -----------------------------------------------------------------------
@@ -236,7 +287,10 @@ def test_summarize_widens_intervals_for_correlation_when_asked() -> None:
     plain = summarize(samples, 150.0)
     widened = summarize(samples, 150.0, correlated=True)
     assert plain.total.ess_factor == 1.0
-    assert widened.total.ess_factor > 10 and widened.endpoints["GET /a"].ess_factor > 10
+    # batch means measure the p95 hits' own inflation (about 8 for phi 0.9 in log space),
+    # less than the lag-1 factor (1 + phi) / (1 - phi) = 19 that bounded it before
+    assert widened.total.factor("p95") > 4 and widened.endpoints["GET /a"].factor("p95") > 4
+    assert widened.total.ess_factor > 6  # the median's hits are the most correlated
     low, high = plain.total.ci["p95"]
     wide_low, wide_high = widened.total.ci["p95"]
     assert wide_low < low and wide_high > high
@@ -267,3 +321,27 @@ def test_a_task_that_raised_counts_as_a_failure_without_a_response_time() -> Non
     assert row.min == 20.0 and row.p50 == 20.0  # the 0 ms placeholder is not a latency
     assert row.rps == 1.0
     assert classify_failure(NOT_SENT, "boom") == "task_error"
+
+
+def test_never_sent_requests_are_failures_of_the_error_rate_blocks_too() -> None:
+    samples = [Sample(i / 10, "GET /x", 20.0, True, 200) for i in range(600)]
+    burst = [Sample(30 + i / 100, "GET /x", 0.0, False, NOT_SENT, "boom") for i in range(300)]
+    row = summarize(samples + burst, 60.0, correlated=True).endpoints["GET /x"]
+    assert row.min == 20.0 and row.failures == 300
+    assert row.factor("error_rate") > 10  # all failures in one burst: few independent units
+    assert "error_rate" not in row.drift  # a burst is dependence, not a drift
+    steady = [Sample(30 + i / 10, "GET /x", 0.0, False, NOT_SENT, "boom") for i in range(300)]
+    row = summarize(samples + steady, 60.0, correlated=True).endpoints["GET /x"]
+    assert row.drift["error_rate"] == (0.0, 0.5)  # none in the first half, half in the second
+
+
+def test_summarize_reports_the_halves_of_a_run_that_shifted() -> None:
+    rng = random.Random(3)
+    samples = [
+        Sample(i / 20, "GET /a", rng.lognormvariate(3 if i < 1200 else 3.6, 0.3), True)
+        for i in range(2400)
+    ]
+    row = summarize(samples, 120.0, correlated=True).total
+    first, second = row.drift["p95"]
+    assert first < row.p95 < second
+    assert summarize(samples, 120.0).total.drift == {}  # only measured when asked

@@ -1,0 +1,433 @@
+"""Statistics + budgets -> verdict: PASS, FAIL, INCONCLUSIVE or INVALID, with messages.
+
+Pure functions; no pytest import. The one place that formats a breach line, e.g.
+``light: POST /predict p95 412 ms > budget 300 ms (+37 %, n=5 812, 95 % CI 398-426 ms)``.
+
+Pure: no pytest, no I/O. Each metric is judged by its registry entry (``Metric.judge``,
+``direction``, ``q``, ``stat``) and written with its label, unit and relation from there;
+``interval_outcome`` and ``more_samples_text`` are shared with ``regression``.
+
+How each budgeted metric is judged (``level`` is the statistics' confidence level):
+
+- ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the order-statistic interval of ``stats.quantile_ci``.
+  PASS when the whole interval is at or below the limit, FAIL when it is wholly above,
+  INCONCLUSIVE when the limit lies inside it. Each wrong call has probability
+  ``<= (1 - level) / 2`` for independent samples.
+- ``avg_ms``: the same rule on the normal-approximation interval of the mean.
+- ``max_ms``: the observed maximum against the limit (no interval: the maximum is a fact).
+- ``error_rate``: the same rule on the Clopper-Pearson interval of the failure share; a
+  limit of 0 means "no failure", judged on the count.
+- ``min_rps``: the observed throughput against the limit (a point estimate).
+- run figures (``scope == "run"``: GPU, hard errors, recovery, memory growth): the
+  figure against the limit; an absent figure makes the budget INVALID (``Metric.absent``).
+
+The scenario is INVALID when the run cannot be trusted (too few samples, a budgeted
+endpoint without requests, reasons from the runner); else FAIL when a blocking check
+failed; else INCONCLUSIVE when a blocking check is; else PASS. Whether an INCONCLUSIVE
+scenario fails the test is the ``inconclusive`` policy of ``evaluate``; checks with
+``severity == "warn"`` are reported and never fail the scenario.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from benchmarks._old_engine.stats import TOTAL, EndpointStats, RunStats, mean_ci, proportion_ci
+from benchmarks._old_engine.stats import samples_needed as _samples_needed
+from pytest_perfgate.core.metrics import Judge, Metric, Regression, metric, regression
+from pytest_perfgate.core.model import Budget
+from pytest_perfgate.core.numbers import format_count, format_level, format_signed_percent
+
+__all__ = [
+    "INCONCLUSIVE_POLICIES",
+    "Check",
+    "Outcome",
+    "Verdict",
+    "entry",
+    "evaluate",
+    "format_value",
+    "interval_outcome",
+    "metric_label",
+    "more_samples_text",
+]
+
+#: what an INCONCLUSIVE scenario does to the test: fail it, pass it with a warning, pass
+#: it, or ("auto") fail it only where the point estimate is over the budget
+INCONCLUSIVE_POLICIES = ("fail", "warn", "pass", "auto")
+
+
+class Outcome(enum.Enum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    INCONCLUSIVE = "INCONCLUSIVE"
+    INVALID = "INVALID"
+
+
+# --- the registry, as checks read it ---------------------------------------------------
+
+
+def entry(key: str) -> Metric | Regression | None:
+    """The registry entry of a check's ``metric`` key: a budget metric, an allowance, or none."""
+    try:
+        return metric(key)
+    except KeyError:
+        pass
+    try:
+        return regression(key)
+    except KeyError:
+        return None
+
+
+def metric_label(key: str) -> str:
+    """How a check's key reads in a sentence: ``p95_ms`` -> ``p95``, ``min_rps`` -> ``""``,
+    ``p95_regression`` -> ``p95 vs baseline``."""
+    found = entry(key)
+    if isinstance(found, Regression):
+        return f"{found.label} vs baseline"
+    return key if found is None else found.label
+
+
+def format_value(key: str, value: float) -> str:
+    """A budget metric's value with its unit (the registry's): ``412 ms``, ``1.00 %``."""
+    return metric(key).format(value)
+
+
+def interval_outcome(
+    ci: tuple[float, float], limit: float, judged: Metric | Regression | None = None
+) -> Outcome:
+    """PASS when the whole interval is on the good side of ``limit``, FAIL when it is
+    wholly on the bad side, INCONCLUSIVE when ``limit`` lies inside it.
+
+    A ceiling (every regression allowance too) passes at ``high <= limit``; a floor
+    (``judged.floor``) passes at ``low >= limit``.
+    """
+    low, high = ci
+    if isinstance(judged, Metric) and judged.floor:
+        low, high, limit = -high, -low, -limit
+    if high <= limit:
+        return Outcome.PASS
+    if low > limit:
+        return Outcome.FAIL
+    return Outcome.INCONCLUSIVE
+
+
+def more_samples_text(more: int | None, sits_on: str = "the estimate sits on the budget") -> str:
+    """``about 2 063 more samples would decide it``; with no count, why none would."""
+    if more is None:
+        return f"{sits_on}, so no sample count would decide it"
+    return f"about {format_count(more)} more samples would decide it"
+
+
+# --- checks --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One budgeted metric of one endpoint compared with its measurement."""
+
+    scenario: str
+    endpoint: str  # endpoint key, or stats.TOTAL
+    metric: str  # a budget key of the registry: "p95_ms", "error_rate", "min_rps", ...
+    limit: float
+    observed: float | None  # None when the endpoint got no request
+    n: int
+    outcome: Outcome
+    severity: str = "block"
+    ci: tuple[float, float] | None = None
+    level: float = 0.95  # confidence level of ``ci``
+    more_samples: int | None = None  # INCONCLUSIVE: about this many more samples would decide
+    reason: str = ""  # INVALID: why
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "block"
+
+    @property
+    def over_budget(self) -> bool:
+        """Whether the point estimate alone breaches the limit (``auto`` policy's rule)."""
+        if self.observed is None:
+            return False
+        found = entry(self.metric)
+        if isinstance(found, Metric):
+            return found.breached(self.observed, self.limit)
+        return self.observed > self.limit  # an allowance's change is "how much worse"
+
+    def message(self) -> str:
+        """The sentence a reviewer reads, e.g. the breach line in the module docstring."""
+        label = metric_label(self.metric)
+        what = f"{self.scenario}: {self.endpoint}" + (f" {label}" if label else "")
+        m = metric(self.metric)
+        budget = f"budget {m.format(self.limit)}"
+        if self.outcome is Outcome.INVALID or self.observed is None:
+            text = f"{what} {budget}: invalid, {self.reason or 'no data'}"
+        elif self.outcome is Outcome.INCONCLUSIVE:
+            text = (
+                f"{what} {m.format(self.observed)} ~ {budget} ({self._details(m)}): "
+                f"inconclusive, the budget lies inside the CI; "
+                + more_samples_text(self.more_samples)
+            )
+        else:
+            relation = m.relation(failed=self.outcome is Outcome.FAIL)
+            text = f"{what} {m.format(self.observed)} {relation} {budget} ({self._details(m)})"
+        return text if self.blocking else f"{text} [warn]"
+
+    def _details(self, m: Metric) -> str:
+        parts = []
+        if m.judge != "proportion" and self.observed is not None and self.limit > 0:
+            parts.append(f"{format_signed_percent(self.observed / self.limit - 1)} %")
+        parts.append(f"n={format_count(self.n)}")
+        if self.ci is not None:
+            parts.append(f"{format_level(self.level)} CI {m.format_interval(*self.ci)}")
+        return ", ".join(parts)
+
+
+def _run_figure_check(
+    scenario: str, m: Metric, limit: float, observed: float | None, n: int, severity: str
+) -> Check:
+    """A figure of the whole run against its limit; an absent figure makes it INVALID."""
+    if observed is None:
+        return Check(scenario, TOTAL, m.key, limit, None, 0, Outcome.INVALID, severity,
+                     reason=m.absent)  # fmt: skip
+    outcome = Outcome.FAIL if m.breached(observed, limit) else Outcome.PASS
+    return Check(scenario, TOTAL, m.key, limit, observed, n, outcome, severity)
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """What one judge found in a row: the figure, its interval (if any) and the outcome."""
+
+    observed: float
+    outcome: Outcome
+    ci: tuple[float, float] | None = None
+
+
+def _stat(m: Metric, row: EndpointStats) -> float:
+    return float(getattr(row, m.stat or ""))
+
+
+def _by_quantile(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    ci = row.ci[m.stat or ""]
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _by_mean(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    n_eff = max(1, math.floor(row.requests / max(row.ess_factor, 1.0)))
+    ci = mean_ci(row.mean, row.std, n_eff, row.ci_level)
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _by_proportion(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    ci = proportion_ci(row.failures, row.requests, row.ci_level)
+    if limit <= 0:  # "no failure at all" is judged on the count, not on an interval
+        return _Judged(_stat(m, row), Outcome.FAIL if row.failures else Outcome.PASS, ci)
+    return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
+
+
+def _as_fact(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    observed = _stat(m, row)
+    return _Judged(observed, Outcome.FAIL if m.breached(observed, limit) else Outcome.PASS)
+
+
+_JUDGES: Mapping[Judge, Callable[[Metric, float, EndpointStats], _Judged]] = {
+    "quantile": _by_quantile,
+    "mean": _by_mean,
+    "proportion": _by_proportion,
+    "fact": _as_fact,
+}
+
+
+def _check(
+    scenario: str, endpoint: str, key: str, limit: float, row: EndpointStats | None,
+    severity: str, figures: Mapping[str, float | None],
+) -> Check:  # fmt: skip
+    """Judge one budgeted metric of one row by its registry entry (module docstring)."""
+    try:
+        m = metric(key)
+    except KeyError:
+        raise ValueError(f"unknown budget metric {key!r}") from None
+    if m.scope == "run":
+        n = row.requests if row is not None else 0
+        return _run_figure_check(scenario, m, limit, figures.get(m.key), n, severity)
+    if row is None or row.requests == 0:
+        reason = "no request was made" if endpoint == TOTAL else "the endpoint got no request"
+        return Check(scenario, endpoint, m.key, limit, None, 0, Outcome.INVALID, severity,
+                     reason=reason)  # fmt: skip
+    judged = _JUDGES[m.judge](m, limit, row)
+    more = _more_samples(m, limit, row, judged)
+    return Check(scenario, endpoint, m.key, limit, judged.observed, row.requests,
+                 judged.outcome, severity, judged.ci, row.ci_level, more)  # fmt: skip
+
+
+def _more_samples(m: Metric, limit: float, row: EndpointStats, judged: _Judged) -> int | None:
+    """About how many more samples would decide an INCONCLUSIVE check (``None`` otherwise)."""
+    if judged.outcome is not Outcome.INCONCLUSIVE or judged.ci is None:
+        return None
+    total = _samples_needed(row.requests, judged.observed, judged.ci, limit, q=m.q,
+                            level=row.ci_level, ess_factor=row.ess_factor)  # fmt: skip
+    return None if total is None else total - row.requests
+
+
+# --- verdicts ------------------------------------------------------------------------
+
+_INCONCLUSIVE_PREFIX = "inconclusive: "
+
+
+@dataclass(frozen=True)
+class Verdict:
+    scenario: str
+    outcome: Outcome
+    checks: tuple[Check, ...]
+    reasons: tuple[str, ...] = ()  # why INVALID (or other notes), one sentence each
+    #: what an INCONCLUSIVE outcome does to the test, one of ``INCONCLUSIVE_POLICIES``
+    inconclusive: str = "fail"
+
+    @property
+    def breaches(self) -> tuple[Check, ...]:
+        """Blocking checks that failed."""
+        return tuple(c for c in self.checks if c.outcome is Outcome.FAIL and c.severity == "block")
+
+    @property
+    def undecided(self) -> tuple[Check, ...]:
+        """Blocking checks that are INCONCLUSIVE."""
+        return tuple(c for c in self.checks if c.outcome is Outcome.INCONCLUSIVE and c.blocking)
+
+    @property
+    def warnings(self) -> tuple[Check, ...]:
+        """Checks with ``severity == "warn"`` that did not pass: reported, never failing."""
+        return tuple(c for c in self.checks if not c.blocking and c.outcome is not Outcome.PASS)
+
+    @property
+    def failed(self) -> bool:
+        """Whether the test should fail; INCONCLUSIVE follows the ``inconclusive`` policy."""
+        if self.outcome is Outcome.INCONCLUSIVE:
+            if self.inconclusive == "auto":
+                return any(c.over_budget for c in self.undecided)
+            return self.inconclusive == "fail"
+        return self.outcome is not Outcome.PASS
+
+    @property
+    def passed(self) -> bool:
+        """Whether the test should pass (INCONCLUSIVE handling decided in ``evaluate``)."""
+        return not self.failed
+
+    def failure_text(self) -> str:
+        """All lines a failing test shows: breaches, then INVALID reasons.
+
+        Then the INCONCLUSIVE checks and notes, then warn-severity checks that did not pass.
+        """
+        blocking = [c for c in self.checks if c.blocking]
+        notes = [r for r in self.reasons if r.startswith(_INCONCLUSIVE_PREFIX)]
+        invalid = [r for r in self.reasons if not r.startswith(_INCONCLUSIVE_PREFIX)]
+        lines = [c.message() for c in blocking if c.outcome is Outcome.FAIL]
+        lines += [c.message() for c in blocking if c.outcome is Outcome.INVALID]
+        lines += [f"{self.scenario}: invalid run: {r}" for r in invalid]
+        lines += [c.message() for c in self.undecided]
+        lines += [f"{self.scenario}: {r}" for r in notes]
+        lines += [c.message() for c in self.warnings]
+        return "\n".join(lines)
+
+
+def _inconclusive_note(check: Check, policy: str) -> str:
+    label = metric_label(check.metric)
+    more = more_samples_text(check.more_samples)
+    if policy == "auto":
+        side = ">" if check.over_budget else "<="
+        effect = "fails" if check.over_budget else "passes"
+        treated = f"policy 'auto' {effect} it (point estimate {side} budget)"
+    else:
+        treated = {
+            "fail": "policy 'fail' fails it",
+            "warn": "policy 'warn' passes it with a warning",
+            "pass": "policy 'pass' passes it",
+        }[policy]
+    where = f"{check.endpoint} {label}".rstrip()
+    return f"{_INCONCLUSIVE_PREFIX}{where}: the budget lies inside the CI; {more}; {treated}"
+
+
+def evaluate(
+    scenario: str,
+    budget: Budget,
+    endpoint_budgets: Mapping[str, Budget],
+    stats: RunStats,
+    *,
+    min_samples: int = 1,
+    invalid_reasons: Sequence[str] = (),
+    inconclusive: str = "auto",
+    extra_checks: Sequence[Check] = (),
+    figures: Mapping[str, float | None] | None = None,
+) -> Verdict:
+    """Compare every budget with its measurement and decide the scenario's outcome.
+
+    ``inconclusive`` is what an INCONCLUSIVE scenario does to the test: ``"fail"``,
+    ``"warn"`` (pass, and say so), ``"pass"``, or ``"auto"`` (fail only where the point
+    estimate breaches the budget). Each undecided check also becomes a note in
+    ``reasons`` saying about how many more samples would decide it. ``figures`` holds the
+    run-level figures by budget key (the registry's ``scope == "run"`` metrics: GPU, hard errors,
+    recovery, memory growth); ``None`` is absent, so a budget on it is INVALID.
+    """
+    if inconclusive not in INCONCLUSIVE_POLICIES:
+        raise ValueError(
+            f"inconclusive: expected one of {', '.join(INCONCLUSIVE_POLICIES)}, "
+            f"got {inconclusive!r}"
+        )
+    budgets: list[tuple[str, Budget]] = [(TOTAL, budget), *endpoint_budgets.items()]
+    run_figures = figures or {}
+    own = tuple(
+        _check(scenario, endpoint, key, limit, _row(stats, endpoint), b.severity, run_figures)
+        for endpoint, b in budgets
+        for key, limit in b.limits().items()
+    )
+    checks = own + tuple(extra_checks)  # regression.compare's checks
+    reasons = _invalid_reasons(stats, min_samples, invalid_reasons, own, extra_checks)
+    outcome = _outcome(checks, invalid=bool(reasons))
+    reasons += [
+        _inconclusive_note(c, inconclusive)
+        for c in checks
+        if c.outcome is Outcome.INCONCLUSIVE and c.blocking
+    ]
+    return Verdict(scenario, outcome, checks, tuple(reasons), inconclusive)
+
+
+def _is_run_figure(check: Check) -> bool:
+    found = entry(check.metric)
+    return isinstance(found, Metric) and found.scope == "run"
+
+
+def _invalid_reasons(
+    stats: RunStats, min_samples: int, given: Sequence[str], own: Sequence[Check],
+    extra: Sequence[Check],
+) -> list[str]:  # fmt: skip
+    """Why the run cannot be trusted, one line each; empty when it can."""
+    reasons: list[str] = []
+    if stats.total.requests < min_samples:
+        reasons.append(
+            f"only {format_count(stats.total.requests)} samples, "
+            f"fewer than min_samples {format_count(min_samples)}"
+        )
+    reasons += given
+    invalid = [c for c in own if c.outcome is Outcome.INVALID and c.blocking]
+    # one line per reason, however many checks share it
+    reasons += dict.fromkeys(c.reason for c in extra if c.outcome is Outcome.INVALID and c.blocking)
+    reasons += dict.fromkeys(c.reason for c in invalid if _is_run_figure(c))
+    missing = {c.endpoint for c in invalid if not _is_run_figure(c)}
+    if reasons:  # "only 0 samples" already says that the total got nothing
+        missing.discard(TOTAL)
+    return reasons + [f"{endpoint} has a budget but got no request" for endpoint in sorted(missing)]
+
+
+def _outcome(checks: Sequence[Check], *, invalid: bool) -> Outcome:
+    blocking = [c.outcome for c in checks if c.blocking]
+    if invalid:
+        return Outcome.INVALID
+    if Outcome.FAIL in blocking:
+        return Outcome.FAIL
+    if Outcome.INCONCLUSIVE in blocking:
+        return Outcome.INCONCLUSIVE
+    return Outcome.PASS
+
+
+def _row(stats: RunStats, endpoint: str) -> EndpointStats | None:
+    return stats.total if endpoint == TOTAL else stats.endpoints.get(endpoint)
