@@ -22,12 +22,17 @@ from typing import Any, Literal
 
 from pytest_perfgate.core.metrics import MS, RPS, SHARE
 from pytest_perfgate.core.numbers import format_count, format_level, format_ms
+from pytest_perfgate.core.service_metrics import (
+    DEFAULT_METRICS,
+    ServiceMetrics,
+    mean_time_ms,
+    metric_total,
+    parse_prometheus_text,
+)
 from pytest_perfgate.core.stats import NOT_SENT, TOTAL, EndpointStats, RunStats, Sample
 
 __all__ = [
-    "COMPUTE_METRIC",
     "GRADES",
-    "QUEUE_METRIC",
     "Analysis",
     "FailureGroup",
     "Finding",
@@ -38,16 +43,12 @@ __all__ = [
     "error_grade",
     "grade",
     "latency_grade",
-    "metric_total",
+    "metric_total",  # re-exported from core.service_metrics, where it lives
     "parse_prometheus_text",
 ]
 
 Severity = Literal["critical", "warning", "info"]
 _SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
-
-#: Prometheus histograms of the reference service; their _sum/_count give mean times.
-QUEUE_METRIC = "service_queue_time_seconds"
-COMPUTE_METRIC = "service_compute_time_seconds"
 
 # --- grades --------------------------------------------------------------------------
 
@@ -134,15 +135,21 @@ class Analysis:
         }  # fmt: skip
 
 
+def _read(value: Any, unknown: float = math.nan) -> float:
+    """A figure read back from JSON, where ``null`` is unknown (or an unbounded side)."""
+    return unknown if value is None else float(value)
+
+
 def analysis_from_dict(data: Mapping[str, Any]) -> Analysis:
-    """The inverse of ``Analysis.to_dict`` (for results read back from JSON)."""
+    """The inverse of ``Analysis.to_dict`` (for results read back from JSON, where the
+    writer turned NaN and infinities into ``null``)."""
     s = data["summary"]
     ci = s.get("p95_ci")
     summary = Summary(
-        p50=float(s["p50"]), p95=float(s["p95"]), p99=float(s["p99"]), mean=float(s["mean"]),
-        rps=float(s["rps"]), error_rate=float(s["error_rate"]), requests=int(s["requests"]),
+        p50=_read(s["p50"]), p95=_read(s["p95"]), p99=_read(s["p99"]), mean=_read(s["mean"]),
+        rps=_read(s["rps"]), error_rate=_read(s["error_rate"]), requests=int(s["requests"]),
         failures=int(s.get("failures", 0)), grade=str(s["grade"]),
-        p95_ci=(float(ci[0]), float(ci[1])) if ci else None,
+        p95_ci=(_read(ci[0], -math.inf), _read(ci[1], math.inf)) if ci else None,
     )  # fmt: skip
     findings = tuple(
         Finding(
@@ -152,7 +159,7 @@ def analysis_from_dict(data: Mapping[str, Any]) -> Analysis:
             evidence=str(f["evidence"]),
             recommendations=tuple(str(r) for r in f.get("recommendations", ())),
             endpoint=f.get("endpoint"),
-            figures={str(k): float(v) for k, v in (f.get("figures") or {}).items()},
+            figures={str(k): _read(v) for k, v in (f.get("figures") or {}).items()},
         )
         for f in data.get("findings", ())
     )
@@ -539,78 +546,14 @@ def _saturation_finding(history: Sequence[Mapping[str, Any]]) -> Finding | None:
 # --- server-side time breakdown from Prometheus /metrics -----------------------------
 
 
-def parse_prometheus_text(text: str) -> dict[str, float]:
-    """Sample lines of the Prometheus text format -> ``{'name{labels}': value}``.
-
-    Comments and malformed lines are skipped; timestamps are dropped. The key keeps the
-    label set as written, so ``metric_total`` can add up all series of one metric.
-    """
-    samples: dict[str, float] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        end = _series_end(line)
-        if end is None:
-            continue
-        key, rest = line[:end], line[end:].split()
-        if not rest:
-            continue
-        try:
-            samples[key] = float(rest[0])  # float() reads NaN, +Inf and -Inf too
-        except ValueError:
-            continue
-    return samples
-
-
-def _series_end(line: str) -> int | None:
-    """Index just past ``name`` or ``name{...}``; quoted label values may hold '}' or spaces."""
-    brace = line.find("{")
-    space = line.find(" ")
-    if brace == -1 or (space != -1 and space < brace):
-        return space if space > 0 else None
-    quoted = escaped = False
-    for i in range(brace + 1, len(line)):
-        ch = line[i]
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif ch == "}" and not quoted:
-            return i + 1
-    return None
-
-
-def metric_total(metrics: Mapping[str, float], name: str) -> float | None:
-    """The sum of all series of ``name`` (any labels); ``None`` when there is none."""
-    values = [v for k, v in metrics.items() if k == name or k.startswith(name + "{")]
-    return sum(values) if values else None
-
-
-def _mean_delta_ms(
-    before: Mapping[str, float], after: Mapping[str, float], histogram: str
-) -> tuple[float, float] | None:
-    """(mean ms, count) of a histogram's observations between two scrapes."""
-    s1, c1 = metric_total(after, histogram + "_sum"), metric_total(after, histogram + "_count")
-    if s1 is None or c1 is None:
-        return None
-    s0 = metric_total(before, histogram + "_sum") or 0.0
-    c0 = metric_total(before, histogram + "_count") or 0.0
-    count = c1 - c0
-    if count <= 0:
-        return None
-    return (s1 - s0) / count * 1000.0, count
-
-
 def _time_breakdown(
-    stats: RunStats, before: Mapping[str, float] | None, after: Mapping[str, float] | None
-) -> Finding | None:
+    stats: RunStats, before: Mapping[str, float] | None, after: Mapping[str, float] | None,
+    names: ServiceMetrics,
+) -> Finding | None:  # fmt: skip
     if after is None or stats.total.requests == 0:
         return None
-    queue = _mean_delta_ms(before or {}, after, QUEUE_METRIC)
-    compute = _mean_delta_ms(before or {}, after, COMPUTE_METRIC)
+    queue = mean_time_ms(before, after, names.queue_time)
+    compute = mean_time_ms(before, after, names.compute_time)
     if queue is None or compute is None:
         return None
     (queue_ms, n), (compute_ms, _) = queue, compute
@@ -700,12 +643,14 @@ def analyze(
     server_metrics_after: Mapping[str, float] | None = None,
     loadgen_cpu_percent: float | None = None,
     notes: Sequence[str] = (),
+    service_metrics: ServiceMetrics = DEFAULT_METRICS,
 ) -> Analysis:
     """Grades and findings of one run.
 
     ``history`` rows carry ``t``, ``users``, ``rps`` (and optionally ``p50``, ``p95``,
     ``fails``); ``failures`` are failed samples or failure groups; the metrics are
-    ``parse_prometheus_text`` of ``/metrics`` before and after the load.
+    ``parse_prometheus_text`` of ``/metrics`` before and after the load, read through
+    ``service_metrics`` (``service.metrics`` of the thresholds file).
     """
     total = stats.total
     candidates = [
@@ -714,7 +659,7 @@ def analyze(
         *_high_latency_findings(stats),
         *_tail_findings(stats),
         _saturation_finding(history),
-        _time_breakdown(stats, server_metrics_before, server_metrics_after),
+        _time_breakdown(stats, server_metrics_before, server_metrics_after, service_metrics),
         _dominant_endpoint(stats),
     ]
     findings = sorted((f for f in candidates if f), key=lambda f: _SEVERITY_ORDER[f.severity])

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from pytest_perfgate.core.model import LoadShape
+from pytest_perfgate.core.service_metrics import DEFAULT_METRICS, Gauge, gauge_value
 from pytest_perfgate.core.stats import Sample, percentile
 
 __all__ = ["SHED_STATUSES", "hard_error_rate", "recovery_seconds", "rss_growth_mb"]
 
 #: answers that shed load on purpose: failures, but graceful ones
 SHED_STATUSES = frozenset({429, 503})
-_RSS = "service_process_resident_memory_bytes"
 _WINDOW_S = 2.0
 
 
@@ -71,9 +71,17 @@ def recovery_seconds(
 
 
 def rss_growth_mb(
-    before: Mapping[str, float] | None, after: Mapping[str, float] | None
+    before: Mapping[str, float] | None,
+    after: Mapping[str, float] | None,
+    rss: Sequence[Gauge] = DEFAULT_METRICS.rss,
 ) -> float | None:
-    """Growth of the service's resident memory over the run, from its ``/metrics``."""
-    if not before or not after or _RSS not in before or _RSS not in after:
-        return None
-    return (after[_RSS] - before[_RSS]) / 2**20
+    """Growth of the service's resident memory over the run, from its ``/metrics``.
+
+    ``rss`` are the metrics to try (``service.metrics.rss``): the first one that both
+    scrapes hold is read, so the two figures always come from the same metric.
+    """
+    for gauge in rss:
+        start, end = gauge_value(before, (gauge,)), gauge_value(after, (gauge,))
+        if start is not None and end is not None:
+            return (end - start) / 2**20
+    return None

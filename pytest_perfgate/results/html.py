@@ -1,23 +1,27 @@
 """A scenario's result -> one self-contained HTML page (inline CSS, inline SVG charts).
 
-Renders offline: no CDN, no script, no external fetch. The charts are SVG drawn here from
-the per-second history rows (``t``, ``users``, ``rps``, ``fails``, ``p50``, ``p95``).
-Pure: ``render_html`` returns the page; ``results.files`` writes it. Labels, units and
-numbers come from the registry through ``results.cells``.
+Renders offline: no CDN, no script, no external fetch. The charts (``results.charts``) are
+drawn from the per-second history rows (``t``, ``users``, ``rps``, ``fails``, ``p50``,
+``p95``) and, per endpoint, from the run's samples: the latency distribution (beside the
+baseline's when the run was compared with one) and the P95 over time. Responsive down to
+a phone's width: tables scroll in their own box, charts stack. Pure: ``render_html``
+returns the page; ``results.files`` writes it. Labels, units and numbers come from the
+registry through ``results.cells``.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+import os.path
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pytest_perfgate.core.findings import Finding
 from pytest_perfgate.core.metrics import MS
 from pytest_perfgate.core.numbers import format_count, format_level
-from pytest_perfgate.core.stats import EndpointStats
+from pytest_perfgate.core.stats import EndpointStats, Sample, percentile
 from pytest_perfgate.core.verdict import Outcome
 from pytest_perfgate.results.cells import (
     ERRORS,
@@ -31,10 +35,18 @@ from pytest_perfgate.results.cells import (
     observed_cell,
     unitless_interval,
 )
+from pytest_perfgate.results.charts import (
+    PERCENTILE_TICKS,
+    Reference,
+    Series,
+    percentile_points,
+    svg_line_chart,
+    windowed_p95,
+)
 from pytest_perfgate.results.result import ScenarioResult
 from pytest_perfgate.results.terminal import stop_text
 
-__all__ = ["Series", "render_html", "svg_line_chart"]
+__all__ = ["Series", "render_html", "svg_line_chart"]  # the charts live in results.charts
 
 _GRADE_COLOURS = {
     "Excellent": "#15803d", "Good": "#4d7c0f", "Acceptable": "#a16207",
@@ -52,171 +64,6 @@ def _e(value: object) -> str:
 
 
 # --- charts --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Series:
-    label: str
-    colour: str
-    points: tuple[tuple[float, float | None], ...]  # (t, value); None breaks the line
-
-
-def _nice_step(span: float, ticks: int = 5) -> float:
-    raw = span / ticks if span > 0 else 1.0
-    magnitude = 10.0 ** math.floor(math.log10(raw))
-    return next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw)
-
-
-def _tick_label(value: float) -> str:
-    return f"{value:g}" if abs(value) < 10_000 else format_count(value)
-
-
-@dataclass(frozen=True)
-class _Frame:
-    """The plot area of a chart and its scales: time ``0..x_max`` s, values ``0..y_max``."""
-
-    width: int
-    height: int
-    x_max: float
-    y_max: float
-    left: int = 58
-    top: int = 34
-
-    @property
-    def pw(self) -> int:
-        return self.width - self.left - 16
-
-    @property
-    def ph(self) -> int:
-        return self.height - self.top - 38
-
-    def px(self, t: float) -> float:
-        return self.left + self.pw * t / self.x_max
-
-    def py(self, v: float) -> float:
-        return self.top + self.ph * (1 - v / self.y_max)
-
-
-def _steps(end: float, step: float) -> Iterator[float]:
-    value = 0.0
-    while value <= end + 1e-9:
-        yield value
-        value += step
-
-
-def _warmup(f: _Frame, until: float) -> str:
-    w = f.px(min(until, f.x_max)) - f.left
-    return (
-        f'<rect class="warmup" x="{f.left}" y="{f.top}" width="{w:.1f}" height="{f.ph}"/>'
-        f'<text class="note" x="{f.left + 4}" y="{f.top + 12}">warm-up</text>'
-    )
-
-
-def _y_grid(f: _Frame, step: float) -> str:
-    return "".join(
-        f'<line class="grid" x1="{f.left}" x2="{f.left + f.pw}" y1="{f.py(y):.1f}" '
-        f'y2="{f.py(y):.1f}"/><text class="tick" x="{f.left - 6}" y="{f.py(y) + 4:.1f}" '
-        f'text-anchor="end">{_tick_label(y)}</text>'
-        for y in _steps(f.y_max, step)
-    )
-
-
-def _x_ticks(f: _Frame, step: float) -> str:
-    bottom = f.top + f.ph
-    return "".join(
-        f'<line class="axis" x1="{f.px(t):.1f}" x2="{f.px(t):.1f}" y1="{bottom}" '
-        f'y2="{bottom + 4}"/><text class="tick" x="{f.px(t):.1f}" y="{bottom + 17}" '
-        f'text-anchor="middle">{_tick_label(t)}</text>'
-        for t in _steps(f.x_max, step)
-    )
-
-
-def _axes(f: _Frame, y_unit: str) -> str:
-    bottom, middle = f.top + f.ph, f.top + f.ph / 2
-    return (
-        f'<line class="axis" x1="{f.left}" x2="{f.left + f.pw}" y1="{bottom}" y2="{bottom}"/>'
-        f'<text class="unit" x="{f.left + f.pw}" y="{f.height - 4}" text-anchor="end">'
-        f'time (s)</text><text class="unit" x="12" y="{middle}" text-anchor="middle" '
-        f'transform="rotate(-90 12 {middle})">{_e(y_unit)}</text>'
-    )
-
-
-def _limit(f: _Frame, label: str, value: float) -> str:
-    y = f.py(value)
-    return (
-        f'<line class="limit" x1="{f.left}" x2="{f.left + f.pw}" y1="{y:.1f}" y2="{y:.1f}"/>'
-        f'<text class="limitlabel" x="{f.left + f.pw - 4}" y="{y - 5:.1f}" text-anchor="end">'
-        f"{_e(label)}</text>"
-    )
-
-
-def _lines(f: _Frame, series: Sequence[Series]) -> str:
-    return "".join(
-        f'<path class="line" d="{_path(s.points, f)}" stroke="{s.colour}">'
-        f"<title>{_e(s.label)}</title></path>"
-        for s in series
-    )
-
-
-def _legend(f: _Frame, series: Sequence[Series]) -> str:
-    parts, lx = [], f.left + f.pw
-    for s in reversed(series):
-        lx -= 7 * len(s.label) + 22
-        parts.append(
-            f'<rect x="{lx}" y="9" width="12" height="4" fill="{s.colour}"/>'
-            f'<text class="legend" x="{lx + 16}" y="15">{_e(s.label)}</text>'
-        )
-    return "".join(parts)
-
-
-def svg_line_chart(
-    title: str,
-    series: Sequence[Series],
-    *,
-    y_unit: str,
-    width: int = 600,
-    height: int = 250,
-    shade_until: float | None = None,
-    limit: tuple[str, float] | None = None,
-) -> str:
-    """An inline SVG line chart over time (s); ``limit`` draws a dashed budget line."""
-    xs = [t for s in series for t, v in s.points if v is not None]
-    ys = [v for s in series for _, v in s.points if v is not None]
-    head = (
-        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" '
-        f'xmlns="http://www.w3.org/2000/svg" aria-label="{_e(title)}">'
-        f'<text class="ctitle" x="{_Frame.left}" y="18">{_e(title)}</text>'
-    )
-    if not xs:
-        return (
-            head + f'<text class="empty" x="{width / 2}" y="{height / 2}" text-anchor="middle">'
-            "no data recorded</text></svg>"
-        )
-    y_top = max([*ys, limit[1] if limit else 0.0]) or 1.0  # all zero: a 0-1 axis
-    y_step = _nice_step(y_top)
-    f = _Frame(width, height, max(max(xs), 1.0), y_step * math.ceil(y_top / y_step * 1.0001))
-    return "".join([
-        head,
-        _warmup(f, shade_until) if shade_until else "",
-        _y_grid(f, y_step),
-        _x_ticks(f, _nice_step(f.x_max, 6)),
-        _axes(f, y_unit),
-        _limit(f, *limit) if limit else "",
-        _lines(f, series),
-        _legend(f, series),
-        "</svg>",
-    ])  # fmt: skip
-
-
-def _path(points: Sequence[tuple[float, float | None]], f: _Frame) -> str:
-    out, pen_down = [], False
-    for t, v in points:
-        if v is None:
-            pen_down = False
-            continue
-        out.append(f"{'L' if pen_down else 'M'}{f.px(t):.1f},{f.py(v):.1f}")
-        pen_down = True
-    return " ".join(out)
 
 
 def _column(
@@ -250,7 +97,65 @@ def _charts(result: ScenarioResult) -> str:
         svg_line_chart("Users", [Series("users", "#7c3aed", _column(h, "users"))],
                        y_unit="users", shade_until=warmup),
     ]  # fmt: skip
+    return _grid(charts)
+
+
+def _grid(charts: Sequence[str]) -> str:
     return '<div class="charts">' + "".join(f"<figure>{c}</figure>" for c in charts) + "</div>"
+
+
+# --- per endpoint, from the samples --------------------------------------------------
+
+_RUN_COLOUR, _BASE_COLOUR = "#2563eb", "#6b7280"
+
+
+def _window_s(duration_s: float) -> float:
+    """Per-second windows for a short run, 5 s ones past two minutes (enough per window)."""
+    return 1.0 if duration_s <= 120 else 5.0
+
+
+def _by_endpoint(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    found: dict[str, list[Sample]] = {}
+    for s in samples:
+        found.setdefault(s.name, []).append(s)
+    return found
+
+
+def _distribution(result: ScenarioResult, name: str, measured: Sequence[Sample]) -> str:
+    series = [Series("this run", _RUN_COLOUR, percentile_points(sorted(s.ms for s in measured)))]
+    row = result.baseline.row(name) if result.baseline else None
+    if result.baseline and row and row.sorted_ms:
+        label = f"baseline {result.baseline.name}"
+        series.append(Series(label, _BASE_COLOUR, percentile_points(row.sorted_ms), dashed=True))
+    return svg_line_chart("Latency distribution", series, y_unit=P95.unit.symbol,
+                          x_unit="percentile", x_ticks=PERCENTILE_TICKS)  # fmt: skip
+
+
+def _p95_over_time(result: ScenarioResult, name: str, samples: Sequence[Sample]) -> str:
+    window = _window_s(result.raw.duration_s)
+    budget = result.scenario.endpoint_budgets.get(name)
+    limit = ("P95 budget", budget.p95_ms) if budget and budget.p95_ms is not None else None
+    row = result.baseline.row(name) if result.baseline else None
+    refs = [Reference("baseline P95", percentile(row.sorted_ms, 0.95), "baseref")] if (
+        row and row.sorted_ms) else []  # fmt: skip
+    return svg_line_chart(
+        f"P95 over time ({window:g} s windows)",
+        [Series("P95", "#ea580c", windowed_p95(samples, window))],
+        y_unit=P95.unit.symbol, shade_until=result.scenario.warmup_s or None, limit=limit,
+        references=refs,
+    )  # fmt: skip
+
+
+def _endpoint_charts(result: ScenarioResult) -> str:
+    """A distribution and a P95-over-time chart for each endpoint with samples."""
+    warmup = min(result.scenario.warmup_s, result.raw.duration_s)
+    every = _by_endpoint(result.raw.samples)
+    parts = []
+    for name in [n for n in result.stats.endpoints if n in every]:
+        measured = [s for s in every[name] if s.t >= warmup]
+        charts = [_distribution(result, name, measured), _p95_over_time(result, name, every[name])]
+        parts.append(f'<h3 class="endpoint">{_e(name)}</h3>{_grid(charts)}')
+    return "".join(parts) or "<p>No samples were kept for this run: no per-endpoint charts.</p>"
 
 
 # --- page parts ----------------------------------------------------------------------
@@ -296,9 +201,10 @@ def _verdict_table(result: ScenarioResult) -> str:
         for c in v.checks
     ]
     return (
-        '<table><thead><tr><th>endpoint</th><th>budget</th><th class="num">observed</th>'
-        f'<th class="num">{ci_heading(result.level)}</th><th class="num">n</th>'
-        f"<th>outcome</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        '<div class="scroll"><table><thead><tr><th>endpoint</th><th>budget</th>'
+        f'<th class="num">observed</th><th class="num">{ci_heading(result.level)}</th>'
+        f'<th class="num">n</th><th>outcome</th></tr></thead><tbody>{"".join(rows)}</tbody>'
+        "</table></div>"
     )
 
 
@@ -328,8 +234,8 @@ def _stats_table(result: ScenarioResult) -> str:
     body = "".join(row(e) for e in result.stats.endpoints.values())
     body += row(result.stats.total, "total")
     return (
-        f"<table><thead><tr><th>endpoint</th>{head}<th>grade</th></tr></thead>"
-        f'<tbody>{body}</tbody></table><p class="hint">Times in ms.</p>'
+        f'<div class="scroll"><table><thead><tr><th>endpoint</th>{head}<th>grade</th></tr>'
+        f'</thead><tbody>{body}</tbody></table></div><p class="hint">Times in ms.</p>'
     )
 
 
@@ -366,13 +272,14 @@ h3{font-size:15px;margin:0 0 6px}
 .badge{display:inline-block;color:#fff;border-radius:4px;padding:1px 8px;font-weight:600;
  font-size:12px;letter-spacing:.03em;text-transform:uppercase;vertical-align:1px}
 header .badge{font-size:15px;padding:4px 12px}
-.cards{display:grid;grid-template-columns:repeat(5,1fr);gap:12px;margin-top:18px}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:12px;
+ margin-top:18px}
 .card{background:#fff;border-radius:8px;padding:12px 16px;box-shadow:0 1px 2px #0001}
 .card .k{color:#6b7280;font-size:12px;text-transform:uppercase;letter-spacing:.05em}
 .card .v{font-size:22px;font-weight:650;margin-top:2px}
 .card .sub{color:#6b7280;font-size:12px}
-table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px;overflow:hidden;
- box-shadow:0 1px 2px #0001}
+.scroll{overflow-x:auto;background:#fff;border-radius:8px;box-shadow:0 1px 2px #0001}
+table{border-collapse:collapse;width:100%;background:#fff}
 th,td{padding:7px 10px;text-align:left;border-bottom:1px solid #e5e7eb;white-space:nowrap}
 th{background:#f9fafb;font-weight:600;font-size:12px;color:#4b5563}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -391,6 +298,11 @@ svg.chart{width:100%;height:auto;display:block}
 .limit{stroke:#b91c1c;stroke-dasharray:6 4;stroke-width:1.2}
 .warmup{fill:#f3f4f6}
 .line{fill:none;stroke-width:1.8;stroke-linejoin:round;stroke-linecap:round}
+.dashed{stroke-dasharray:5 4}
+.baseref{stroke:#6b7280;stroke-dasharray:2 3;stroke-width:1.2}
+.basereflabel{font-size:11px;fill:#4b5563}
+h3.endpoint{margin:18px 0 8px;font-size:14px;overflow-wrap:anywhere}
+.files a{color:#1d4ed8;overflow-wrap:anywhere}
 .empty{fill:#9ca3af;font-size:13px}
 .finding{background:#fff;border-left:5px solid;border-radius:6px;padding:12px 16px;
  margin-bottom:10px;box-shadow:0 1px 2px #0001}
@@ -400,7 +312,25 @@ svg.chart{width:100%;height:auto;display:block}
 .reasons{background:#fff;border-left:5px solid;border-radius:6px;margin:10px 0 0;
  padding:10px 16px 10px 34px;box-shadow:0 1px 2px #0001}
 footer{color:#9ca3af;font-size:12px;margin-top:28px}
+@media (max-width:900px){.charts{grid-template-columns:1fr}}
+@media (max-width:640px){main{padding:12px}h1{font-size:20px}.card .v{font-size:18px}}
 """
+
+
+def _files(result: ScenarioResult) -> str:
+    """The run's files as links relative to the folder of its files (where the page is)."""
+    paths = {**result.raw.files, **result.files}
+    here = next(iter(result.raw.files.values())).parent if result.raw.files else None
+    return "".join(
+        f'<li>{_e(k)}: <a href="{_e(_href(p, here))}">{_e(p.name)}</a></li>'
+        for k, p in paths.items()
+    )
+
+
+def _href(path: Path, here: Path | None) -> str:
+    if here is None or not path.is_absolute() or not here.is_absolute():
+        return path.name if here is None else path.as_posix()
+    return Path(os.path.relpath(path, here)).as_posix()
 
 
 def render_html(result: ScenarioResult) -> str:
@@ -416,9 +346,7 @@ def render_html(result: ScenarioResult) -> str:
         f"{s.wait_min_s:g}-{s.wait_max_s:g} s, warm-up {s.warmup_s:g} s; ran "
         f"{result.raw.duration_s:.0f} s, ended by {stop_text(result.raw.stop_reason)}"
     )
-    files = "".join(
-        f"<li>{_e(k)}: {_e(p.name)}</li>" for k, p in {**result.raw.files, **result.files}.items()
-    )
+    files = _files(result)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -438,9 +366,11 @@ def render_html(result: ScenarioResult) -> str:
 {_charts(result)}
 <h2>Endpoints</h2>
 {_stats_table(result)}
+<h2>Per endpoint</h2>
+{_endpoint_charts(result)}
 <h2>Findings</h2>
 {_findings(result)}
-{f'<h2>Files</h2><ul class="notes">{files}</ul>' if files else ""}
+{f'<h2>Files</h2><ul class="files">{files}</ul>' if files else ""}
 <footer>Generated by pytest-perfgate. Percentiles are exact over the measured window
 (warm-up excluded); intervals are distribution-free {format_level(result.level)} confidence
 intervals.</footer>

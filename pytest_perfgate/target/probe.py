@@ -15,8 +15,12 @@ from typing import Protocol
 
 import httpx
 
-from pytest_perfgate.core.findings import parse_prometheus_text
 from pytest_perfgate.core.model import Thresholds
+from pytest_perfgate.core.service_metrics import (
+    DEFAULT_METRICS,
+    ServiceMetrics,
+    parse_prometheus_text,
+)
 from pytest_perfgate.errors import ServiceError
 from pytest_perfgate.options import Settings
 from pytest_perfgate.target.telemetry import GpuSampler, GpuTelemetry
@@ -71,9 +75,9 @@ def answers(url: str) -> bool:
 
 
 def scrape_metrics(url: str) -> dict[str, float] | None:
-    """The service's Prometheus figures, or None where it has no ``/metrics``."""
+    """The Prometheus figures at the metrics URL ``url``, or None where nothing is there."""
     try:
-        response = httpx.get(url + "/metrics", timeout=2.0)
+        response = httpx.get(url, timeout=2.0)
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -101,7 +105,11 @@ StopWatching = Callable[[], GpuTelemetry]
 
 
 class Probe(Protocol):
-    """What the gate reads from a target during a run, besides ``alive()``."""
+    """What the gate reads from a target during a run, besides ``alive()``.
+
+    ``metrics`` and ``watch_gpu`` take the service's metrics URL
+    (``core.service_metrics.metrics_url``), not its base URL.
+    """
 
     def answers(self, url: str) -> bool: ...
 
@@ -111,7 +119,13 @@ class Probe(Protocol):
 
 
 class HttpProbe:
-    """The real probe: HTTP to the service, NVML (or its ``/metrics``) for the GPU."""
+    """The real probe: HTTP to the service, NVML (or its metrics) for the GPU.
+
+    ``names`` (``service.metrics``) says which of the service's metrics are the GPU's.
+    """
+
+    def __init__(self, names: ServiceMetrics = DEFAULT_METRICS) -> None:
+        self.names = names
 
     def answers(self, url: str) -> bool:
         return answers(url)
@@ -120,4 +134,4 @@ class HttpProbe:
         return scrape_metrics(url)
 
     def watch_gpu(self, url: str) -> StopWatching:
-        return GpuSampler(url).start().stop
+        return GpuSampler(url, names=self.names).start().stop

@@ -3,7 +3,8 @@
 Runs a daemon thread in the pytest process (no locust, no torch). Without a GPU the
 figures are *absent* (``None``), never zero: a budget on them is then INVALID, not met.
 NVML comes from the optional ``nvidia-ml-py`` package (``import pynvml``); the fallback
-reads the service's ``service_gpu_memory_used_bytes`` gauge (memory only).
+reads the service's metrics (``service.metrics_url``) through ``service.metrics``: GPU
+memory and utilisation where its gauges are there (the bundled service, Triton).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import Any
 
 import httpx
 
-from pytest_perfgate.core.findings import parse_prometheus_text
+from pytest_perfgate.core.service_metrics import (
+    DEFAULT_METRICS,
+    ServiceMetrics,
+    gauge_value,
+    parse_prometheus_text,
+)
 
 __all__ = ["GpuSampler", "GpuTelemetry"]
-
-_METRIC = "service_gpu_memory_used_bytes"
 
 
 @dataclass(frozen=True)
@@ -73,23 +77,36 @@ def _nvml_reader() -> Callable[[], Reading] | None:
     return read
 
 
-def _metrics_reader(url: str) -> Callable[[], Reading] | None:
+def _metrics_reader(url: str, names: ServiceMetrics) -> Callable[[], Reading] | None:
+    """Reads the GPU gauges at the metrics URL ``url``; None when it has neither."""
+
     def read() -> Reading:
         try:
-            response = httpx.get(url + "/metrics", timeout=2.0)
+            response = httpx.get(url, timeout=2.0)
         except httpx.HTTPError:
             return None, None
-        used = parse_prometheus_text(response.text).get(_METRIC)
-        return (None if used is None else used / 2**20), None
+        if response.status_code != 200:
+            return None, None
+        scrape = parse_prometheus_text(response.text)
+        used = gauge_value(scrape, names.gpu_memory)
+        util = gauge_value(scrape, names.gpu_utilisation, mean=True)
+        return (None if used is None else used / 2**20), util
 
-    return read if read()[0] is not None else None
+    return read if read() != (None, None) else None
 
 
 class GpuSampler:
-    """Samples once every ``interval_s`` between ``start()`` and ``stop()``."""
+    """Samples once every ``interval_s`` between ``start()`` and ``stop()``.
 
-    def __init__(self, url: str, interval_s: float = 1.0) -> None:
-        self.url = url
+    ``metrics_url`` is the service's metrics address (read where NVML is absent), and
+    ``names`` which of its metrics are the GPU's.
+    """
+
+    def __init__(
+        self, metrics_url: str, interval_s: float = 1.0, names: ServiceMetrics = DEFAULT_METRICS
+    ) -> None:
+        self.url = metrics_url
+        self.names = names
         self.interval_s = interval_s
         self._samples: list[tuple[float, float | None, float | None]] = []
         self._stop = threading.Event()
@@ -100,7 +117,7 @@ class GpuSampler:
         reader = _nvml_reader()
         self._source = "nvml" if reader else None
         if reader is None:
-            reader = _metrics_reader(self.url)
+            reader = _metrics_reader(self.url, self.names)
             self._source = "metrics" if reader else None
         if reader is not None:
             self._thread = threading.Thread(

@@ -50,7 +50,7 @@ def cpu_service() -> Iterator[str]:
 
 
 def test_the_services_gpu_gauge_is_sampled_when_nvml_is_absent(gpu_service: str) -> None:
-    sampler = GpuSampler(gpu_service, interval_s=0.05).start()
+    sampler = GpuSampler(gpu_service + "/metrics", interval_s=0.05).start()
     time.sleep(0.3)
     gpu = sampler.stop()
     # this machine has no NVIDIA driver, so NVML is absent and /metrics is the source
@@ -61,7 +61,7 @@ def test_the_services_gpu_gauge_is_sampled_when_nvml_is_absent(gpu_service: str)
 
 
 def test_without_any_gpu_figures_the_telemetry_is_absent_not_zero(cpu_service: str) -> None:
-    gpu = GpuSampler(cpu_service, interval_s=0.05).start().stop()
+    gpu = GpuSampler(cpu_service + "/metrics", interval_s=0.05).start().stop()
     assert gpu.source is None and gpu.samples == ()
     assert gpu.figures() == {"gpu_mem_mb": None, "gpu_util_min": None}
     assert gpu.to_dict()["peak_mem_mb"] is None
@@ -78,7 +78,7 @@ def test_a_gpu_budget_without_telemetry_is_invalid_and_says_why() -> None:
     (check,) = verdict.checks
     assert check.message() == (
         "light: Total GPU memory budget 2 000 MB: invalid, no GPU telemetry: "
-        "no NVIDIA GPU, and the service's /metrics has none"
+        "no NVIDIA GPU, and the service's metrics have none"
     )
 
 
