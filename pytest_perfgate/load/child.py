@@ -9,8 +9,10 @@ Protocol with the parent: the messages of ``load.protocol``, one JSON object a l
 
 - stdin, first line: the ``ChildSpec`` that ``locust_driver.child_spec`` writes.
 - stdin, later lines: ``stop <reason>`` ends the run early; end of file (the parent died or
-  closed the pipe) ends it too, as do SIGTERM and SIGINT. Every end is graceful: users stop,
-  requests in flight finish (up to ``stop_timeout_s``) and are recorded, CSVs are written.
+  closed the pipe) ends it too, as do SIGTERM and SIGINT, and the parent's death
+  (``processes.die_with_parent``; local workers watch the child the same way). Every
+  end is graceful: users stop, requests in flight finish (up to ``stop_timeout_s``) and
+  are recorded, CSVs are written.
 - stdout: ``StartedMessage``; then about every ``report_interval_s`` a ``SamplesMessage``
   and a ``ProgressMessage``; an ``ErrorMessage`` when something goes wrong; a
   ``DoneMessage`` last. Exit code 2 after a fatal error.
@@ -63,7 +65,9 @@ import subprocess
 import sys
 import time
 import traceback
+from argparse import Namespace
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -72,10 +76,19 @@ import gevent.event
 import psutil
 from gevent.fileobject import FileObjectPosix
 from locust import FastHttpUser, LoadTestShape, between, constant, events, task
+from locust import log as locust_log
+from locust.argument_parser import get_parser
 from locust.env import Environment
+from locust.html import get_html_report
 from locust.log import setup_logging
-from locust.runners import STATE_MISSING, STATE_STOPPED, MasterRunner, WorkerRunner
-from locust.stats import PERCENTILES_TO_REPORT, StatsCSVFileWriter
+from locust.runners import (
+    STATE_MISSING,
+    STATE_STOPPED,
+    STATE_STOPPING,
+    MasterRunner,
+    WorkerRunner,
+)
+from locust.stats import PERCENTILES_TO_REPORT, RequestStats, StatsCSVFileWriter, stats_history
 from locust.util.load_locustfile import load_locustfile
 
 from pytest_perfgate.core.parsing import expand_env
@@ -94,7 +107,7 @@ from pytest_perfgate.load.protocol import (
     encode_row,
     parse_stop,
 )
-from pytest_perfgate.processes import end_processes
+from pytest_perfgate.processes import child_env, die_with_parent, end_processes
 
 logger = logging.getLogger("pytest_perfgate.loadgen")
 
@@ -159,7 +172,7 @@ class Collector:
         start_time: float | None = None, **_: Any,
     ) -> None:  # fmt: skip
         ms = float(response_time or 0.0)
-        started = start_time if start_time is not None else time.time() - ms / 1000.0
+        started = _started(response_time, start_time)
         status = int(getattr(response, "status_code", 0) or 0)
         error = "" if exception is None else _short_error(exception)
         key = f"{request_type} {name}"  # "POST /predict mlp": method + Locust's row name
@@ -183,6 +196,79 @@ class Collector:
     def drain(self) -> list[Row]:
         rows, self._rows = self._rows, []
         return rows
+
+
+def _started(response_time: float | None, start_time: float | None) -> float:
+    """A request's start (epoch s): the event's ``start_time``, else its end less its time."""
+    if start_time is not None:
+        return float(start_time)
+    return time.time() - float(response_time or 0.0) / 1000.0
+
+
+class WarmupCut:
+    """Keeps Locust's own statistics (its CSVs, its HTML report) to the measured window.
+
+    The parent measures the requests that *started* after the warm-up (a sample's ``t``),
+    so Locust's figures must count the same ones: a request that started during the
+    warm-up is kept out of Locust's statistics even when it ends after it, and the
+    statistics are reset just before the first measured request is counted. Then the CSV
+    "Aggregated" count equals the result's request total.
+
+    Locust's runner counts a request in its own ``request`` listener; ``on_request`` must
+    be added before the runner is created (listeners fire in order), so it decides, for
+    the request being fired, whether the wrapped ``log_request``/``log_error`` count it.
+    A master counts what its workers report (each worker cuts its own): it resets on the
+    first report carrying a request (``on_worker_report``, added before the runner too).
+    """
+
+    def __init__(self, warmup_s: float) -> None:
+        self.warmup_s = warmup_s
+        self.boundary: float | None = None  # epoch s: the load's start plus the warm-up
+        self.measured = False  # whether the request being fired counts
+        self.reset_done = False
+        self.stats: RequestStats | None = None
+
+    def start(self, load_start: float) -> None:
+        self.boundary = load_start + self.warmup_s
+
+    def on_request(
+        self, response_time: float | None = None, start_time: float | None = None, **_: Any
+    ) -> None:
+        started = _started(response_time, start_time)
+        self.measured = self.boundary is not None and started >= self.boundary
+
+    def attach(self, stats: RequestStats) -> None:
+        """Count in ``stats`` only the requests ``on_request`` found measured."""
+        self.stats = stats
+        log_request, log_error = stats.log_request, stats.log_error
+
+        def cut_request(*args: Any, **kwargs: Any) -> None:
+            if self.measured:
+                self.reset_once()
+                log_request(*args, **kwargs)
+
+        def cut_error(*args: Any, **kwargs: Any) -> None:
+            if self.measured:
+                log_error(*args, **kwargs)
+
+        stats.log_request = cut_request  # type: ignore[method-assign]
+        stats.log_error = cut_error  # type: ignore[method-assign]
+
+    def on_worker_report(self, data: dict[str, Any], **_: Any) -> None:
+        if self.stats is not None and any(s.get("num_requests") for s in data.get("stats", ())):
+            self.reset_once()
+
+    def reset_once(self) -> None:
+        if not self.reset_done and self.stats is not None:
+            self.reset_done = True
+            self.stats.reset_all()
+
+    def window(self, stats: RequestStats) -> None:
+        """Let every entry's time span start at the warm-up's end (Locust's rates divide by it)."""
+        if self.boundary is None:
+            return
+        for entry in (stats.total, *stats.entries.values()):
+            entry.start_time = self.boundary  # every request counted started after it
 
 
 # --- the open model --------------------------------------------------------------------
@@ -379,13 +465,25 @@ def open_user(spec: ChildSpec) -> type:
     return type("ScenarioUser", (FastHttpUser,), attrs)
 
 
-def locustfile_users(spec: ChildSpec) -> list[type]:
-    """The user classes a scenario names in its locustfile (all of them when it names none)."""
+@dataclass(frozen=True)
+class Users:
+    """What a scenario runs: its user classes, and its locustfile's ``LoadTestShape``, if any."""
+
+    classes: list[type]
+    shape: LoadTestShape | None = None
+
+
+def locustfile_users(spec: ChildSpec) -> Users:
+    """The user classes a scenario names in its locustfile (all of them when it names none).
+
+    As ``locust -f`` does: the file is imported once (its listeners attach to Locust's
+    global events) and its first ``LoadTestShape`` class, if any, drives the users.
+    """
     path = spec["scenario"]["locustfile"] or ""
     if not os.path.isfile(path):
         raise FatalError(f"locustfile {path} not found")
     try:
-        available, _shapes = load_locustfile(path)
+        available, shapes = load_locustfile(path)
     except BaseException as exc:  # SystemExit too: a locustfile may call sys.exit
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         raise FatalError(f"locustfile {path} failed to import: {detail}") from exc
@@ -397,10 +495,10 @@ def locustfile_users(spec: ChildSpec) -> list[type]:
             f"locustfile {path} has no user class {', '.join(missing) or '(any)'}; "
             f"user classes there: {known}"
         )
-    return [available[name] for name in wanted]
+    return Users([available[name] for name in wanted], shapes[0] if shapes else None)
 
 
-def user_classes(spec: ChildSpec) -> list[type]:
+def scenario_users(spec: ChildSpec) -> Users:
     """The scenario's user classes: its locustfile's, or one generated from its tasks."""
     scenario = spec["scenario"]
     if scenario.get("arrival_rate") is not None:
@@ -409,10 +507,70 @@ def user_classes(spec: ChildSpec) -> list[type]:
                 "arrival_rate (the open model) drives the scenario's tasks at a fixed rate; "
                 "it cannot drive a locustfile's user classes or follow a shape"
             )
-        return [open_user(spec)]
+        return Users([open_user(spec)])
     if scenario.get("locustfile"):
         return locustfile_users(spec)
-    return [task_user(spec)]
+    return Users([task_user(spec)])
+
+
+def user_classes(spec: ChildSpec) -> list[type]:
+    return scenario_users(spec).classes
+
+
+def choose_shape(spec: ChildSpec, users: Users) -> LoadTestShape | None:
+    """The scenario's ``shape`` (stages), or else its locustfile's LoadTestShape class."""
+    stages = spec["scenario"]["stages"]
+    if stages and users.shape is not None:
+        raise FatalError(
+            f"the scenario's shape and the locustfile's {type(users.shape).__name__} both "
+            "drive the user count; remove one"
+        )
+    return stage_shape(stages) if stages else users.shape
+
+
+def locust_options(spec: ChildSpec) -> Namespace:
+    """Locust's parsed options, as ``locust --headless`` would hold them for this scenario.
+
+    Parsed by Locust's own parser (after the locustfile is imported, so the options it adds
+    with ``init_command_line_parser`` are there, with their defaults), with no config file
+    read. A master sends them to its workers, ``tags`` and ``exclude_tags`` included.
+    """
+    scenario, base = spec["scenario"], spec["base_filepath"]
+    args = [
+        "--headless", "--host", spec["host"], "--users", str(scenario["users"]),
+        "--spawn-rate", f"{scenario['spawn_rate']:g}",
+        "--csv", base, "--html", f"{base}_locust.html",
+    ]  # fmt: skip
+    if scenario["locustfile"]:
+        args += ["--locustfile", scenario["locustfile"]]
+    if scenario["tags"]:
+        args += ["--tags", *scenario["tags"]]
+    if scenario["exclude_tags"]:
+        args += ["--exclude-tags", *scenario["exclude_tags"]]
+    distributed = spec["distributed"]
+    if distributed:
+        workers = int(distributed["local_workers"]) + int(distributed["external_workers"])
+        args += ["--master", "--expect-workers", str(workers)]
+    parser = get_parser(default_config_files=[])
+    try:  # the user classes first: ``--tags`` and ``--exclude-tags`` take every value after
+        options: Namespace = parser.parse_args([*scenario["user_classes"], *args])
+    except SystemExit:  # argparse has said why on stderr, the run log
+        raise FatalError("Locust's options could not be parsed; see the log") from None
+    # seconds, as Locust's main makes them (its parser takes whole seconds only)
+    options.run_time = float(scenario["duration_s"])
+    options.stop_timeout = float(spec["stop_timeout_s"])
+    # not headless to Locust's runners: on a shape's end, a StopTest or the last worker's
+    # exit they then stop instead of quitting, and the run ends by the one path that
+    # gathers the workers' last requests (``Run.drive``)
+    options.headless = False
+    return options
+
+
+def fire_init(env: Environment, runner: Any) -> None:
+    """Locust's ``init`` event, as ``locust`` fires it once the runner exists (no web UI)."""
+    env.events.init.fire(environment=env, runner=runner, web_ui=None)  # type: ignore[no-untyped-call]
+    if locust_log.unhandled_greenlet_exception:  # how Locust's main sees a failed listener
+        raise FatalError("an init listener of the locustfile failed; see the log")
 
 
 def stage_shape(stages: list[list[float]]) -> LoadTestShape:
@@ -462,6 +620,16 @@ def write_final_csvs(writer: Any) -> None:
     writer.close_files()
 
 
+def write_html_report(env: Environment, path: str) -> None:
+    """Locust's own HTML report of the run (as ``locust --html``), beside ours."""
+    try:
+        html = get_html_report(env, show_download_link=False)  # type: ignore[no-untyped-call]
+    except Exception as exc:  # Locust's report is a convenience: never fail the run on it
+        logger.warning("Locust's HTML report could not be written: %s", _short_error(exc))
+        return
+    Path(path).write_text(html, encoding="utf-8")
+
+
 # --- workers ---------------------------------------------------------------------------
 
 WORKER_LOCUSTFILE = '''\
@@ -496,11 +664,15 @@ def worker_user_classes(spec: ChildSpec) -> dict[str, type]:
     The hook (on Locust's ``init`` event) gives a ``WorkerRunner`` a ``WorkerReporter``.
     """
     sys.path[:0] = [p for p in spec.get("sys_path", []) if p not in sys.path]
+    die_with_parent(signal.SIGTERM)  # a local worker: Locust's SIGTERM handler quits it
     classes = user_classes(spec)
+    cut = WarmupCut(float(spec["scenario"]["warmup_s"]))
+    events.request.add_listener(cut.on_request)  # type: ignore[no-untyped-call] # before the runner's
 
     def on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
         if isinstance(runner, WorkerRunner):
-            WorkerReporter(environment, runner, classes, spec)
+            cut.attach(environment.stats)
+            WorkerReporter(environment, runner, classes, spec, cut)
 
     events.init.add_listener(on_init)  # type: ignore[no-untyped-call]
     return {cls.__name__: cls for cls in classes}
@@ -514,9 +686,15 @@ class WorkerReporter:
     """
 
     def __init__(
-        self, env: Environment, runner: WorkerRunner, classes: list[type], spec: ChildSpec
+        self,
+        env: Environment,
+        runner: WorkerRunner,
+        classes: list[type],
+        spec: ChildSpec,
+        cut: WarmupCut,
     ) -> None:
         self.runner = runner
+        self.cut = cut
         self.workers = int(spec["scenario"].get("arrival_workers", 1))
         self.collector = Collector()
         runner.register_message(START_MESSAGE, self.on_start_message)
@@ -533,6 +711,7 @@ class WorkerReporter:
         # the same clock on one machine; a remote worker's samples are off by its clock's skew
         data: LoadStartMessage = msg.data
         self.collector.load_start = float(data["load_start"])
+        self.cut.start(self.collector.load_start)
 
     def on_test_start(self, **_: Any) -> None:
         self.cpu_start = (time.time(), self.process.cpu_times())
@@ -603,15 +782,17 @@ class Master:
             ) from None
         self.runner = runner
         runner.register_message(SAMPLES_MESSAGE, self.on_samples)
+        fire_init(self.env, runner)
         if self.settings["external_workers"]:
             logger.info("waiting for %d external worker(s); start each with: %s",
                         self.settings["external_workers"], self.command)  # fmt: skip
         for _ in range(int(self.settings["local_workers"])):
             command = worker_command(self.local_host, self.port, locustfile)
-            # same process group as the child: ending the child's group ends them too
-            self.processes.append(
-                subprocess.Popen([sys.executable, "-m", *command], stdin=subprocess.DEVNULL)
-            )
+            # same process group as the child: ending the child's group ends them too; and
+            # each dies with the child (``die_with_parent`` in ``worker_user_classes``)
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", *command], stdin=subprocess.DEVNULL, env=child_env(),
+            ))  # fmt: skip
         self.await_workers()
         return runner
 
@@ -751,6 +932,7 @@ class Run:
         self.reported_errors: set[str] = set()
         self.master: Master | None = None
         self.schedule: Schedule | None = None
+        self.cut = WarmupCut(float(spec["scenario"]["warmup_s"]))
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_reason:
@@ -762,19 +944,29 @@ class Run:
         self.channel.send({"type": "error", "message": message, "fatal": False})
 
     def build_environment(self) -> Environment:
-        scenario = self.spec["scenario"]
-        users = user_classes(self.spec)
-        stages = scenario["stages"]
-        shape = stage_shape(stages) if stages else None
+        """The Environment as Locust's ``main`` builds it: global events, parsed options."""
+        found = scenario_users(self.spec)
+        users = found.classes
+        locustfile = self.spec["scenario"]["locustfile"]
         env = Environment(
             user_classes=users,
-            shape_class=shape,
+            shape_class=choose_shape(self.spec, found),
+            # Locust's global events: a locustfile's listeners (request, init, test_start,
+            # test_stop...) attached to them at import, as under ``locust``
+            events=events,
             host=self.spec["host"],
             # stop waits this long for requests in flight, so they are recorded, not dropped
             stop_timeout=float(self.spec["stop_timeout_s"]),
+            parsed_options=locust_options(self.spec),
+            locustfile=os.path.basename(locustfile) if locustfile else None,
+            parsed_locustfiles=[locustfile] if locustfile else [],
         )
         env.events.request.add_listener(self.collector.on_request)  # type: ignore[no-untyped-call]
         env.events.user_error.add_listener(self.collector.on_user_error)  # type: ignore[no-untyped-call]
+        # before the runner is created, so before its own listeners (see WarmupCut)
+        env.events.request.add_listener(self.cut.on_request)  # type: ignore[no-untyped-call]
+        env.events.worker_report.add_listener(self.cut.on_worker_report)  # type: ignore[no-untyped-call]
+        self.cut.attach(env.stats)
         if not self.spec.get("distributed"):
             self.schedule = attach_schedule(env, users)
         return env
@@ -782,8 +974,10 @@ class Run:
     def create_runner(self, env: Environment) -> Any:
         if self.spec.get("distributed"):
             self.master = Master(self, env)
-            return self.master.start_runner()
-        return env.create_local_runner()
+            return self.master.start_runner()  # fires init before it awaits the workers
+        runner = env.create_local_runner()
+        fire_init(env, runner)
+        return runner
 
     def execute(self) -> None:
         env = self.build_environment()
@@ -799,9 +993,11 @@ class Run:
             env, PERCENTILES_TO_REPORT, self.spec["base_filepath"], full_history=False
         )
         writer_greenlet = gevent.spawn(writer.stats_writer)
+        history_greenlet = gevent.spawn(stats_history, runner)  # for Locust's HTML report
         self.process.cpu_percent(None)  # starts psutil's interval
         cpu_start = self.process.cpu_times()
         self.collector.load_start = time.time()
+        self.cut.start(self.collector.load_start)
         if self.master is not None:  # before the spawn messages, so before any request
             runner.send_message(START_MESSAGE, {"load_start": self.collector.load_start})
         self.channel.send({"type": "started"})
@@ -814,9 +1010,12 @@ class Run:
         else:
             runner.quit()  # waits up to stop_timeout for users to finish their requests
         writer_greenlet.kill(block=True)
-        self.report(runner)
+        history_greenlet.kill(block=True)
+        self.cut.window(env.stats)
         write_final_csvs(writer)
+        write_html_report(env, f"{self.spec['base_filepath']}_locust.html")
         logger.info("CSV files written to %s_*.csv", self.spec["base_filepath"])
+        self.report(runner)  # after the files: the parent's last progress is the run's
         self.channel.send(self.done(duration, cpu_start))
 
     def start_load(self, env: Environment, runner: Any) -> float:
@@ -824,9 +1023,9 @@ class Run:
         scenario = self.spec["scenario"]
         duration_s = float(scenario["duration_s"])
         stages = scenario["stages"]
-        if stages:  # env.shape_class is set
+        if env.shape_class is not None:  # the scenario's stages, or the locustfile's class
             runner.start_shape()
-            return min(duration_s, float(stages[-1][0]))
+            return min(duration_s, float(stages[-1][0])) if stages else duration_s
         users = int(scenario["users"])
         # the open model's users are its pool of slots: all there from the first due time
         rate = float(users) if scenario.get("arrival_rate") is not None else scenario["spawn_rate"]
@@ -872,10 +1071,18 @@ class Run:
             if time.time() >= deadline:
                 self.request_stop("duration")
                 return
-            if runner.state == STATE_STOPPED:  # a user called runner.quit() or raised StopTest
+            if runner.state in (STATE_STOPPING, STATE_STOPPED):  # StopTest, a shape's end...
+                self.let_locust_stop(runner)
                 who = "the workers" if self.master is not None else "the locustfile"
                 self.request_stop(f"{who} stopped the test")
                 return
+
+    def let_locust_stop(self, runner: Any) -> None:
+        """Let a stop Locust began in the shape's greenlet end (``test_stop`` fired) first:
+        a master's waits for its workers, and ending the runner would cut it short."""
+        shape = getattr(runner, "shape_greenlet", None)
+        if shape is not None:
+            shape.join(timeout=float(self.spec["stop_timeout_s"]) + WORKER_QUIT_GRACE_S)
 
     def report(self, runner: Any) -> None:
         rows = self.collector.drain()
@@ -921,6 +1128,7 @@ def main() -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         reason = f"interrupted: {signal.Signals(signum).name}"
         gevent.signal_handler(signum, run.request_stop, reason)
+    die_with_parent(signal.SIGTERM)  # the parent died: a graceful stop, workers included
     gevent.spawn(listen_for_stop, run, stdin)
     try:
         run.execute()

@@ -15,7 +15,9 @@ rate was not reached.
 
 Every way out of ``LocustDriver.run`` (return, ``LoadRunError``, KeyboardInterrupt) leaves
 no process behind: the child runs in its own process group, which is terminated, then
-killed (``processes.end_process_group``).
+killed (``processes.end_process_group``). When this process dies without a way out
+(SIGKILL), the child notices (``processes.die_with_parent``, and its stdin's end of file)
+and stops its workers and itself.
 
 About 500 lines, over the project's 450: the parent's half of one conversation (the spec,
 the reading thread, the deadlines, the outcome and its problems) reads best in one place;
@@ -57,6 +59,7 @@ from pytest_perfgate.load.protocol import (
     decode_row,
     stop_line,
 )
+from pytest_perfgate.processes import child_env as tagged_env
 from pytest_perfgate.processes import end_process_group
 
 __all__ = ["LocustDriver", "child_env", "child_spec", "master_address", "run_load"]
@@ -148,13 +151,18 @@ def _start_child(log_path: Path, workdir: Path, env: Mapping[str, str]) -> subpr
 
 
 def output_files(results_dir: Path, prefix: str) -> dict[str, Path]:
-    """The files of one run; the CSV names are the ones ``locust --csv`` writes."""
+    """The files of one run; the CSV names are the ones ``locust --csv`` writes.
+
+    The CSVs and Locust's HTML report cover the measured window (the warm-up excluded):
+    their request counts are the result's.
+    """
     base = results_dir / prefix
     return {
         "stats_csv": Path(f"{base}_stats.csv"),
         "stats_history_csv": Path(f"{base}_stats_history.csv"),
         "failures_csv": Path(f"{base}_failures.csv"),
         "exceptions_csv": Path(f"{base}_exceptions.csv"),
+        "locust_html": Path(f"{base}_locust.html"),  # Locust's own report (as ``--html``)
         "log": Path(f"{base}.log"),
     }
 
@@ -170,6 +178,8 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> Chil
         "tasks": [_task_spec(t) for t in scenario.tasks],
         "locustfile": locustfile,
         "user_classes": list(scenario.user_classes),
+        "tags": list(scenario.tags),
+        "exclude_tags": list(scenario.exclude_tags),
     }
     return {
         "scenario": cast(ScenarioSpec, settings),
@@ -225,8 +235,12 @@ def _task_spec(task: Task) -> TaskSpec:
 
 
 def child_env(extra: Mapping[str, str] | None) -> dict[str, str]:
-    """The parent's environment plus ``extra``, with this package importable in the child."""
-    env = {**os.environ, **(extra or {})}
+    """The parent's environment plus ``extra``, with this package importable in the child.
+
+    Tagged with the run's id and this pid (``processes.child_env``): the child and its
+    workers end when this process dies, even by SIGKILL.
+    """
+    env = tagged_env({**os.environ, **(extra or {})})
     package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the package
     paths = [package_root, *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))

@@ -77,6 +77,8 @@ class ScenarioSpec(TypedDict):
     tasks: list[TaskSpec]
     locustfile: str | None  # an absolute path
     user_classes: list[str]
+    tags: list[str]  # the locustfile's tasks to run (``locust --tags``); empty: all
+    exclude_tags: list[str]  # and to leave out (``--exclude-tags``)
     arrival_workers: NotRequired[int]  # a worker's spec: the workers sharing the rate
 
 

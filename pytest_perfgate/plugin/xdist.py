@@ -2,7 +2,9 @@
 
 Registered only when xdist is present (``register``): ``XdistController`` on the
 controller, ``XdistWorker`` on each worker. The load lock (``plugin.lock``), not xdist,
-keeps the workers' load runs from overlapping.
+keeps the workers' load runs from overlapping. A worker stops the service it started
+before it reports its end; the controller sets the run's ``PERFGATE_RUN_ID`` before the
+workers start, so every process of the run carries the same one.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from pytest_perfgate.plugin.session import PerfgateSession
+from pytest_perfgate.processes import run_id
 
 __all__ = ["XdistController", "XdistWorker", "register"]
 
@@ -31,7 +34,14 @@ class XdistController:
 
 
 class XdistWorker:
-    """On a worker: hands the results it rendered to the controller, which prints them."""
+    """On a worker: hands the results it rendered to the controller, which prints them,
+    and stops the service it started before it says it has finished.
+
+    A worker is torn down soon after its "finished" (execnet ends the process), so
+    stopping the service later, at ``pytest_unconfigure``, may never complete: the
+    service would outlive pytest. Here it runs inside xdist's own ``sessionfinish``
+    wrapper, before the controller hears of the end.
+    """
 
     def __init__(self, session: PerfgateSession) -> None:
         self.session = session
@@ -39,6 +49,7 @@ class XdistWorker:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         workeroutput: dict[str, Any] = getattr(session.config, "workeroutput")  # noqa: B009
         workeroutput[OUTPUT_KEY] = self.session.rendered
+        self.session.close()
 
 
 def register(config: pytest.Config, session: PerfgateSession) -> None:
@@ -48,4 +59,6 @@ def register(config: pytest.Config, session: PerfgateSession) -> None:
     if hasattr(config, "workerinput"):
         config.pluginmanager.register(XdistWorker(session), "perfgate-xdist-worker")
     else:
+        if config.getoption("dist", "no") != "no":
+            run_id()  # set before the workers start: they inherit it, one tag for the run
         config.pluginmanager.register(XdistController(session), "perfgate-xdist")

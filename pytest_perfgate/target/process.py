@@ -4,6 +4,10 @@ Used by the ``perfgate_service`` fixture, the scenario items and ``perfgate run`
 service runs in its own process group so that stopping it also stops whatever it spawned
 (uvicorn workers; ``processes.end_process_group``); its output goes to a log file in the
 results folder.
+
+The command runs under ``target.supervise``, which leads that group and ends it when
+this process dies (even by SIGKILL), so no service outlives the run that started it.
+Every process of the group carries the run's ``PERFGATE_RUN_ID`` (``processes.child_env``).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,7 +30,8 @@ from pytest_perfgate.core.model import ServiceSpec, Thresholds
 from pytest_perfgate.core.parsing import expand_env
 from pytest_perfgate.errors import ConfigError, ServiceError
 from pytest_perfgate.options import Settings
-from pytest_perfgate.processes import end_process_group
+from pytest_perfgate.processes import PARENT_PID_ENV, child_env, end_process_group
+from pytest_perfgate.target import supervise
 
 __all__ = ["ManagedService", "ServiceError", "free_port", "log_tail", "start_service"]
 
@@ -83,11 +90,18 @@ class ManagedService:
             }
         except ConfigError as exc:
             raise ServiceError(f"cannot start the service: {exc}") from None
-        env = {**os.environ, **spec_env, **self.extra_env}
+        env = child_env({**os.environ, **spec_env, **self.extra_env})
+        if threading.current_thread() is not threading.main_thread():
+            # Linux's parent-death signal follows the starting thread, which may end first:
+            # the supervisor then watches no parent, and ``stop`` alone ends the service
+            del env[PARENT_PID_ENV]
+        unusable = _unusable(argv[0], self.cwd, env)
+        if unusable:
+            raise ServiceError(f"cannot start the service: {shlex.join(argv)}: {unusable}")
         with open(self.log_path, "ab") as log:
             try:
                 self.proc = subprocess.Popen(
-                    argv, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                    supervised(argv), cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                 )  # fmt: skip
             except OSError as exc:
@@ -146,6 +160,25 @@ class ManagedService:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _unusable(program: str, cwd: Path, env: Mapping[str, str]) -> str | None:
+    """Why ``program`` cannot be run (as ``Popen`` would say it), or None.
+
+    Checked here because under the supervisor the failure would otherwise be an exit code.
+    """
+    if os.sep in program:
+        path = cwd / program
+        if not path.is_file():
+            return "No such file or directory"
+        return None if os.access(path, os.X_OK) else "Permission denied"
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    return None if found else "No such file or directory"
+
+
+def supervised(argv: list[str]) -> list[str]:
+    """``argv`` run under ``target.supervise``, by its path (see that module)."""
+    return [sys.executable, str(Path(supervise.__file__).resolve()), "--", *argv]
 
 
 def start_service(thresholds: Thresholds, settings: Settings, cwd: Path) -> ManagedService:

@@ -89,6 +89,17 @@ def test_two_workers_send_every_request_and_locusts_merged_figures_agree(
     assert raw.files["worker_locustfile"].read_text().startswith('"""Worker locustfile')
 
 
+def test_two_workers_keep_locusts_files_to_the_measured_window(
+    delay_server: StartServer, tmp_path: Path
+) -> None:
+    url = delay_server("--delay-ms", "20")
+    raw = run_load(scenario(warmup_s=1.0), url, tmp_path, "window")
+    measured = [s for s in raw.samples if s.t >= 1.0]  # the gate's rule: started after warm-up
+    assert 0 < len(measured) < len(raw.samples)
+    assert int(aggregated_row(raw)["Request Count"]) == len(measured)
+    assert "/fast" in raw.files["locust_html"].read_text(encoding="utf-8")
+
+
 def test_an_open_models_rate_is_shared_by_the_workers(
     delay_server: StartServer, tmp_path: Path
 ) -> None:

@@ -179,6 +179,24 @@ def test_requests_in_flight_at_the_end_are_recorded(
     assert int(stats_rows[1][2]) == 9
 
 
+def test_locusts_files_cover_the_measured_window_as_our_result_does(
+    delay_server: StartServer, tmp_path: Path
+) -> None:
+    url = delay_server("--delay-ms", "20")
+    raw = run_load(scenario(warmup_s=1.0), url, tmp_path, "window")
+    measured = [s for s in raw.samples if s.t >= 1.0]  # the gate's rule: started after warm-up
+    assert 0 < len(measured) < len(raw.samples)
+    with raw.files["stats_csv"].open(newline="") as f:
+        rows = {row["Name"]: row for row in csv.DictReader(f)}
+    # requests in flight when the warm-up ended count on neither side
+    assert int(rows["Aggregated"]["Request Count"]) == len(measured)
+    assert int(rows["/fast"]["Request Count"]) == len(measured)
+    html = raw.files["locust_html"]
+    assert html.name == "window_locust.html"
+    text = html.read_text(encoding="utf-8")
+    assert text.lstrip().lower().startswith("<!doctype html") and "/fast" in text
+
+
 def test_a_shape_drives_the_user_count_and_ends_the_run(
     delay_server: StartServer, tmp_path: Path
 ) -> None:

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pytest_perfgate.config import load_thresholds
 from pytest_perfgate.core.model import LoadShape, Scenario, Task
 from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.errors import ConfigError
 from pytest_perfgate.load.locust_driver import child_spec
 from pytest_perfgate.load.protocol import (
     ROW_FIELDS,
@@ -63,3 +67,33 @@ def test_the_protocol_module_imports_no_locust_gevent_or_httpx() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_tags_in_thresholds_yaml_reach_the_childs_spec(tmp_path: Path) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(
+        "scenarios:\n  tagged:\n    locustfile: lf.py\n"
+        "    tags: [checkout, search]\n    exclude_tags: [slow]\n",
+        encoding="utf-8",
+    )
+    scenario = load_thresholds(path).scenarios["tagged"]
+    spec = child_spec(scenario, "http://h", tmp_path / "p", tmp_path)
+    assert spec["scenario"]["tags"] == ["checkout", "search"]
+    assert spec["scenario"]["exclude_tags"] == ["slow"]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("    tasks: [{method: GET, path: /}]\n    tags: [a]\n", "set locustfile"),
+        ("    locustfile: lf.py\n    exclude_tags: slow\n", "expected a list of tag names"),
+    ],
+)
+def test_tags_need_a_locustfile_and_a_list_of_names(
+    tmp_path: Path, lines: str, message: str
+) -> None:
+    path = tmp_path / "thresholds.yaml"
+    path.write_text(f"scenarios:\n  tagged:\n{lines}", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_thresholds(path)
+    assert "scenarios.tagged." in str(caught.value)
