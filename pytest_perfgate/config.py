@@ -9,10 +9,11 @@ The plugin turns it into ``pytest.UsageError``; the CLI prints it as one line.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -30,6 +31,15 @@ from pytest_perfgate.core.model import (
     scenario_settings,
 )
 from pytest_perfgate.core.parsing import expand_env, parse_duration, parse_number
+from pytest_perfgate.core.service_metrics import (
+    DEFAULT_METRICS,
+    FIGURES,
+    SECONDS_PER,
+    Gauge,
+    ServiceMetrics,
+    TimeUnit,
+    Timing,
+)
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
@@ -66,10 +76,15 @@ _SCENARIO_KEYS = {
     "description", "users", "spawn_rate", "duration", "wait_time", "warmup", "tasks",
     "locustfile", "user_classes", "shape", "budgets", "endpoints", "min_samples",
     "request_timeout", "processes", "arrival_rate", "external_workers", "master_bind",
+    "tags", "exclude_tags",
 }  # fmt: skip
-_DEFAULT_KEYS = _SCENARIO_KEYS - {"tasks", "description", "locustfile", "user_classes"}
+_DEFAULT_KEYS = _SCENARIO_KEYS - {
+    "tasks", "description", "locustfile", "user_classes", "tags", "exclude_tags",
+}  # fmt: skip
 _TASK_KEYS = {"method", "path", "name", "weight", "json", "json_factory", "headers"}
-_SERVICE_KEYS = {"command", "env", "ready_path", "startup_timeout", "url", "cwd"}
+_SERVICE_KEYS = {
+    "command", "env", "ready_path", "startup_timeout", "url", "cwd", "metrics_url", "metrics",
+}  # fmt: skip
 _TOP_KEYS = {"version", "service", "defaults", "scenarios"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -241,6 +256,18 @@ def _arrival_rate(merged: Mapping[str, Any], where: str, *, scheduled: bool) -> 
     return float(rate)
 
 
+def _tags(
+    merged: Mapping[str, Any], key: str, where: str, locustfile: str | None
+) -> tuple[str, ...]:
+    """``tags`` or ``exclude_tags``: names of a locustfile's ``@tag``s (as ``locust --tags``)."""
+    value = merged.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise ConfigError(f"{where}.{key}", f"expected a list of tag names, got {value!r}")
+    if value and locustfile is None:
+        raise ConfigError(f"{where}.{key}", "tags select a locustfile's tasks; set locustfile")
+    return tuple(value)
+
+
 def _scenario(
     name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], where: str,
     lines: Mapping[str, int],
@@ -266,6 +293,8 @@ def _scenario(
         tasks=tasks,
         locustfile=locustfile,
         user_classes=user_classes,
+        tags=_tags(merged, "tags", where, locustfile),
+        exclude_tags=_tags(merged, "exclude_tags", where, locustfile),
         shape=shape,
         budget=budget,
         endpoint_budgets=endpoint_budgets,
@@ -310,7 +339,82 @@ def _service(data: object, where: str) -> ServiceSpec:
         ),
         url=url,
         cwd=raw.get("cwd"),
+        metrics_url=_metrics_url(raw.get("metrics_url"), f"{where}.metrics_url"),
+        metrics=_service_metrics(raw.get("metrics", {}), f"{where}.metrics"),
     )
+
+
+# --- service.metrics -------------------------------------------------------------------
+
+_METRICS_URL = re.compile(r"^(https?://\S+|/\S*|:\d+(/\S*)?)$")
+#: the units a gauge figure may be in, and the factor to its own unit (bytes, percent)
+_GAUGE_UNITS: Mapping[str, Mapping[str, float]] = {
+    "rss": {"bytes": 1.0},
+    "gpu_memory": {"bytes": 1.0},
+    "gpu_utilisation": {"percent": 1.0, "fraction": 100.0},
+}
+_TIMING_KEYS = {"histogram", "total", "count", "unit"}
+
+
+def _metrics_url(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _METRICS_URL.match(value):
+        raise ConfigError(
+            where, f"expected a URL, a /path or a :port/path (such as :8002/metrics), got {value!r}"
+        )
+    return value
+
+
+def _service_metrics(data: object, where: str) -> ServiceMetrics:
+    """``service.metrics``: each figure named replaces that figure's default names."""
+    raw = _mapping(data, where, set(FIGURES))
+    chosen: dict[str, Any] = {}  # figure -> tuple of Gauge or of Timing
+    for figure, value in raw.items():
+        here = f"{where}.{figure}"
+        values = value if isinstance(value, list) and value else [value]
+        if figure in _GAUGE_UNITS:
+            chosen[figure] = tuple(_gauge(v, here, _GAUGE_UNITS[figure]) for v in values)
+        else:
+            chosen[figure] = tuple(_timing(v, here) for v in values)
+    return dataclasses.replace(DEFAULT_METRICS, **chosen)
+
+
+def _metric_name(value: object, where: str) -> str:
+    if not isinstance(value, str) or not re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$", value):
+        raise ConfigError(where, f"expected a Prometheus metric name, got {value!r}")
+    return value
+
+
+def _unit(value: object, where: str, units: Mapping[str, float]) -> str:
+    if value not in units:
+        raise ConfigError(where, f"expected one of {', '.join(units)}, got {value!r}")
+    return str(value)
+
+
+def _gauge(value: object, where: str, units: Mapping[str, float]) -> Gauge:
+    """``name`` or ``{name: ..., unit: ...}``; the unit's factor becomes the scale."""
+    if not isinstance(value, Mapping):
+        return Gauge(_metric_name(value, where))
+    raw = _mapping(value, where, {"name", "unit"})
+    unit = _unit(raw.get("unit", next(iter(units))), f"{where}.unit", units)
+    return Gauge(_metric_name(raw.get("name"), f"{where}.name"), units[unit])
+
+
+def _timing(value: object, where: str) -> Timing:
+    """A histogram's name (seconds), ``{histogram, unit}`` or ``{total, count, unit}``."""
+    if not isinstance(value, Mapping):
+        return Timing.histogram(_metric_name(value, where))
+    raw = _mapping(value, where, _TIMING_KEYS)
+    unit = cast(TimeUnit, _unit(raw.get("unit", "seconds"), f"{where}.unit", SECONDS_PER))
+    if "histogram" in raw and not {"total", "count"} & set(raw):
+        return Timing.histogram(_metric_name(raw["histogram"], f"{where}.histogram"), unit)
+    if "histogram" in raw or "total" not in raw or "count" not in raw:
+        raise ConfigError(
+            where, f"expected either histogram, or total and count, got {dict(raw)!r}"
+        )
+    total = _metric_name(raw["total"], f"{where}.total")
+    return Timing(total, _metric_name(raw["count"], f"{where}.count"), unit)
 
 
 class _LineLoader(yaml.SafeLoader):

@@ -7,6 +7,7 @@
      ├── LoadRunError (RuntimeError)     the load generator could not run or crashed
      │    └── FatalError                  (in the child) the run cannot start at all
      ├── GateError (RuntimeError)        a run that could not be judged
+     ├── SampleError (ValueError)        a response time that is NaN, infinite or negative
      ├── CliError                        a ``perfgate`` command-line mistake
      └── BudgetExceeded (AssertionError) a verdict fails a test
           ├── ScenarioFailed              a load scenario's verdict
@@ -37,6 +38,7 @@ __all__ = [
     "GateError",
     "LoadRunError",
     "PerfgateError",
+    "SampleError",
     "ScenarioFailed",
     "ServiceError",
 ]
@@ -83,6 +85,18 @@ class FatalError(LoadRunError):
 
 class GateError(PerfgateError, RuntimeError):
     """A run that could not be judged (the load generator failed); results so far are on disk."""
+
+
+class SampleError(PerfgateError, ValueError):
+    """A response time that is NaN, infinite or negative; ``where`` names its source."""
+
+    def __init__(self, where: str, value: float) -> None:
+        self.where = where
+        self.value = value
+        super().__init__(
+            f"{where}: response time {value!r} ms is not a finite, non-negative number "
+            "(a clock or a load generator is broken)"
+        )
 
 
 class CliError(PerfgateError):

@@ -22,6 +22,7 @@ from pathlib import Path
 from pytest_perfgate.core import findings, resilience, sequential, stats, verdict
 from pytest_perfgate.core.model import Budget, Scenario, Thresholds, scenario_settings
 from pytest_perfgate.core.regression import Baseline, compare, samples_by_endpoint
+from pytest_perfgate.core.service_metrics import ServiceMetrics, metrics_url
 from pytest_perfgate.errors import BaselineError, GateError, LoadRunError
 from pytest_perfgate.load.driver import LoadDriver, ProgressCallback, RawRun, StopRule
 from pytest_perfgate.load.locust_driver import LocustDriver
@@ -76,7 +77,7 @@ class Gate:
         self.settings = settings
         self._target = target
         self.driver: LoadDriver = driver or LocustDriver()
-        self.probe: Probe = probe or HttpProbe()
+        self.probe: Probe = probe or HttpProbe(thresholds.service.metrics)
         self.cwd = cwd  # where json_factory modules and relative locustfiles resolve
 
     def scenario(
@@ -111,17 +112,21 @@ class Gate:
         results_dir.mkdir(parents=True, exist_ok=True)
         started = dt.datetime.now(dt.UTC)
         prefix = file_prefix(scenario.name, results_dir, started)
-        before = self.probe.metrics(target.url)
+        before = self.probe.metrics(self._metrics_url(target))
         load = self._load(scenario, target, prefix, on_progress, self._stop_rule(scenario, base))
         result = self._judge(
             scenario, load, self._problems(load, target), before,
-            self.probe.metrics(target.url), started, base,
+            self.probe.metrics(self._metrics_url(target)), started, base,
         )  # fmt: skip
         result = self._save_baseline(result)  # before write_all, so the files list it
         write_all(result, results_dir, prefix)
         return result
 
     # --- the run ---------------------------------------------------------------------------
+
+    def _metrics_url(self, target: Target) -> str:
+        """The target's metrics address: ``service.metrics_url`` or ``<url>/metrics``."""
+        return metrics_url(target.url, self.thresholds.service.metrics_url)
 
     def _stop_rule(self, scenario: Scenario, base: Baseline | None) -> StopRule | None:
         """The early stop/abort rule, or None: off, or judging regressions (it knows none)."""
@@ -140,7 +145,7 @@ class Gate:
     ) -> _Load:  # fmt: skip
         """The driver's run; a failure with samples is judged (INVALID), one without raises."""
         failure: LoadRunError | None = None
-        stop_gpu = self.probe.watch_gpu(target.url)
+        stop_gpu = self.probe.watch_gpu(self._metrics_url(target))
         try:
             raw = self.driver.run(
                 scenario, target.url, self.settings.results_dir, prefix,
@@ -174,34 +179,53 @@ class Gate:
         raw = load.raw
         measured = _measured(scenario, raw)
         window = max(raw.duration_s - min(scenario.warmup_s, raw.duration_s), 1e-9)
-        # latencies under load are correlated in time: widen the intervals for it
-        run_stats = stats.summarize(measured, window, self.settings.confidence, correlated=True)
-        regressions = () if base is None else self._regressions(scenario, base, measured, run_stats)
+        # one false FAIL per scenario at most 1 - confidence: split over its blocking checks
+        level = self._check_level(scenario, base)
+        # latencies under load are correlated in time: widen the intervals for it; a run an
+        # early-stop rule watched needs intervals valid at the time it stopped
+        run_stats = stats.summarize(
+            measured, window, level, correlated=True,
+            anytime=self._stop_rule(scenario, base) is not None,
+            limits=sequential.quantile_limits(scenario.budget, scenario.endpoint_budgets),
+        )  # fmt: skip
+        regressions = (
+            () if base is None else self._regressions(scenario, base, measured, run_stats, level)
+        )
         judged = verdict.evaluate(
             scenario.name, scenario.budget, scenario.endpoint_budgets, run_stats,
             min_samples=scenario.min_samples, invalid_reasons=problems,
             inconclusive=self.settings.inconclusive, extra_checks=regressions,
-            figures=_figures(scenario, raw, measured, before, after, load.gpu),
+            figures=_figures(scenario, raw, measured, before, after, load.gpu,
+                             self.thresholds.service.metrics),
         )  # fmt: skip
         found = findings.analyze(
             run_stats, raw.history, failures=measured, server_metrics_before=before,
             server_metrics_after=after, loadgen_cpu_percent=raw.loadgen_cpu_percent,
+            service_metrics=self.thresholds.service.metrics,
         )  # fmt: skip
         return ScenarioResult(
             scenario=scenario, raw=raw, stats=run_stats, verdict=judged, analysis=found,
-            started_at=started, thresholds=self.thresholds.path, gpu=load.gpu,
+            started_at=started, thresholds=self.thresholds.path, gpu=load.gpu, baseline=base,
         )  # fmt: skip
+
+    def _check_level(self, scenario: Scenario, base: Baseline | None) -> float:
+        """The confidence level of each check: Bonferroni over the scenario's blocking checks."""
+        budgets = (scenario.budget, *scenario.endpoint_budgets.values())
+        tests = sequential.blocking_tests(scenario.budget, scenario.endpoint_budgets)
+        if base is not None:
+            tests += sum(len(b.regressions) for b in budgets if b.severity == "block")
+        return stats.bonferroni(self.settings.confidence, tests)
 
     def _regressions(
         self, scenario: Scenario, base: Baseline, measured: list[stats.Sample],
-        run_stats: stats.RunStats,
+        run_stats: stats.RunStats, level: float,
     ) -> tuple[verdict.Check, ...]:  # fmt: skip
-        by_endpoint = samples_by_endpoint(measured)
+        by_endpoint = samples_by_endpoint(measured, sent_only=True)
         settings = scenario_settings(scenario)
         checks: list[verdict.Check] = []
         for endpoint, b in [(stats.TOTAL, scenario.budget), *scenario.endpoint_budgets.items()]:
             checks += compare(
-                base, by_endpoint, run_stats, b.regressions, self.settings.confidence,
+                base, by_endpoint, run_stats, b.regressions, level,
                 endpoint=endpoint, severity=b.severity, settings=settings,
             )  # fmt: skip
         return tuple(checks)
@@ -247,11 +271,12 @@ def _measured(scenario: Scenario, raw: RawRun) -> list[stats.Sample]:
 def _figures(
     scenario: Scenario, raw: RawRun, measured: list[stats.Sample],
     before: dict[str, float] | None, after: dict[str, float] | None, gpu: GpuTelemetry,
+    names: ServiceMetrics,
 ) -> dict[str, float | None]:  # fmt: skip
     """The run-wide figures the budgets judge besides the latency statistics."""
     return {
         **gpu.figures(),
         "hard_error_rate": resilience.hard_error_rate(measured),
         "recovery_s": resilience.recovery_seconds(raw.samples, scenario.shape, scenario.warmup_s),
-        "rss_growth_mb": resilience.rss_growth_mb(before, after),
+        "rss_growth_mb": resilience.rss_growth_mb(before, after, names.rss),
     }

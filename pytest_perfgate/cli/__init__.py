@@ -38,7 +38,8 @@ def _add_analyze(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "target",
         type=Path,
-        help="a Locust *_stats.csv, a perfgate result .json, or a folder of them",
+        help="a Locust *_stats.csv, a perfgate result .json, or a folder of them (it "
+        "lists each file it read or skipped, and why)",
     )
     p.add_argument("--json", type=Path, metavar="OUT", help="also write the analysis as JSON")
     p.set_defaults(func=analyze)

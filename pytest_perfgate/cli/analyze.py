@@ -2,6 +2,8 @@
 
 Reads our result JSON (``results.result``) and Locust's ``*_stats.csv`` sets; a file that
 is neither, or is broken, is a ``CliError`` naming it (``cli.main`` prints it as one line).
+On a folder, each file is read or skipped with a line saying why: a run's own JSON is
+preferred to Locust's CSV of the same run, and files that are no result are skipped.
 ``compare`` loads its two results through ``load_result`` too.
 """
 
@@ -24,7 +26,7 @@ from pytest_perfgate.results.locust_csv import analyze_locust_csv
 from pytest_perfgate.results.result import RESULT_FORMAT, stats_from_dict, stats_to_dict
 from pytest_perfgate.results.terminal import endpoint_table
 
-__all__ = ["Loaded", "analyze", "load_result"]
+__all__ = ["FolderReading", "Loaded", "analyze", "load_result", "read_folder"]
 
 #: ``format`` of the JSON that ``perfgate analyze --json`` writes
 ANALYSIS_FORMAT = "pytest-perfgate/analysis/1"
@@ -102,24 +104,83 @@ def load_result(path: Path) -> Loaded:
     raise CliError(f"{path}: expected a perfgate .json result or a Locust *_stats.csv file")
 
 
-def _results_in(folder: Path) -> list[Loaded]:
-    """Our results, then Locust CSV sets that are not the raw files of one of them."""
-    found: list[Loaded] = []
+#: Locust's files beside its ``*_stats.csv``: one set with it
+_SIBLINGS = ("_stats_history.csv", "_failures.csv", "_exceptions.csv")
+
+
+def _base(path: Path) -> str:
+    """``x`` of Locust's ``x_stats.csv`` and its siblings; ``""`` for any other file."""
+    for suffix in ("_stats.csv", *_SIBLINGS):
+        if path.name.endswith(suffix):
+            return path.name.removesuffix(suffix)
+    return ""
+
+
+@dataclass(frozen=True)
+class FolderReading:
+    """What ``analyze`` made of a folder: the results it read, a line per file."""
+
+    found: list[Loaded]
+    lines: list[str]
+
+
+def _read_json_files(folder: Path, lines: list[str]) -> list[Loaded]:
+    found = []
     for path in sorted(folder.glob("*.json")):
         try:
             found.append(_load_json_result(path))
-        except CliError:
-            continue  # other JSON files (baselines, configs) live here too
-    ours = {item.source.stem for item in found}
+            lines.append(f"read {path.name} (perfgate result)")
+        except CliError as exc:  # other JSON files (baselines, configs) live here too
+            lines.append(f"skipped {path.name}: {str(exc).removeprefix(f'{path}: ')}")
+    return found
+
+
+def _read_csv_sets(folder: Path, ours: set[str], lines: list[str]) -> list[Loaded]:
+    found = []
     for path in sorted(folder.glob("*_stats.csv")):
-        if path.name.removesuffix("_stats.csv") not in ours:
+        base = _base(path)
+        siblings = [path.name, *(p.name for s in _SIBLINGS if (p := _sibling(path, s)))]
+        if base in ours:
+            lines.append(
+                f"skipped {', '.join(siblings)}: Locust's files of the run in {base}.json, "
+                "whose figures (the measured window, exact percentiles) are read instead"
+            )
+            continue
+        try:
             found.append(_load_locust_csv(path))
+            lines.append(f"read {', '.join(siblings)} (Locust CSV set)")
+        except CliError as exc:
+            lines.append(f"skipped {path.name}: {str(exc).removeprefix(f'{path}: ')}")
+    return found
+
+
+def _others(folder: Path) -> str | None:
+    """One line for the files that are no results (reports, logs), by kind."""
+    kinds: dict[str, int] = {}
+    for path in folder.iterdir():
+        result_like = path.suffix == ".json" or bool(_base(path))
+        if path.is_file() and not result_like:
+            kinds[path.suffix or path.name] = kinds.get(path.suffix or path.name, 0) + 1
+    if not kinds:
+        return None
+    listed = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    return f"skipped {listed}: not results (reports, logs, summaries)"
+
+
+def read_folder(folder: Path) -> FolderReading:
+    """Our results, then Locust CSV sets that are not the raw files of one of them; a
+    line for each file read or skipped, saying why."""
+    lines: list[str] = []
+    found = _read_json_files(folder, lines)
+    found += _read_csv_sets(folder, {item.source.stem for item in found}, lines)
+    if (others := _others(folder)) is not None:
+        lines.append(others)
     if not found:
         raise CliError(
             f"{folder}: no results found (expected perfgate *.json results or Locust "
-            "*_stats.csv files)"
+            "*_stats.csv files)" + "".join(f"; {line}" for line in lines)
         )
-    return found
+    return FolderReading(found, lines)
 
 
 # --- analyze -------------------------------------------------------------------------
@@ -170,13 +231,27 @@ def _analysis_doc(items: list[Loaded]) -> dict[str, Any]:
     return doc
 
 
+def _read_target(target: Path) -> FolderReading:
+    """The results of ``target``; for a folder, first a line per file read or skipped."""
+    if not target.is_dir():
+        return FolderReading([load_result(target)], [])
+    reading = read_folder(target)
+    print(f"{target}:")
+    for line in reading.lines:
+        print(f"  {line}")
+    print("")
+    return reading
+
+
 def analyze(args: argparse.Namespace) -> int:
     """``perfgate analyze TARGET [--json OUT]``: a result, a Locust CSV or a folder of them."""
-    target: Path = args.target
-    items = _results_in(target) if target.is_dir() else [load_result(target)]
-    for item in items:
+    reading = _read_target(args.target)
+    for item in reading.found:
         _print_analysis(item, print)
     if args.json:
-        args.json.write_text(dumps(_analysis_doc(items), indent=2) + "\n", encoding="utf-8")
+        doc = _analysis_doc(reading.found)
+        if reading.lines:
+            doc["files"] = reading.lines  # what a folder's analysis read and skipped
+        args.json.write_text(dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     return 0

@@ -167,7 +167,7 @@ def _quantile(q: float, name: str, word: str) -> Metric:
     )  # fmt: skip
 
 
-_GPU_ABSENT = "no GPU telemetry: no NVIDIA GPU, and the service's /metrics has none"
+_GPU_ABSENT = "no GPU telemetry: no NVIDIA GPU, and the service's metrics have none"
 
 METRICS: tuple[Metric, ...] = (
     _quantile(0.50, "p50", "median"),
@@ -199,8 +199,8 @@ METRICS: tuple[Metric, ...] = (
            "peak, and requests before the peak"),
     Metric("rss_growth_mb", "service memory growth", "RSS growth", MB, "ceiling", "run", "fact",
            "the service's resident memory may grow by at most this many MB over the run "
-           "(its /metrics)",
-           absent="the service's /metrics has no service_process_resident_memory_bytes"),
+           "(its metrics)",
+           absent="the service's metrics have no resident memory (see service.metrics.rss)"),
 )  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pytest_perfgate.core.metrics import METRICS, SEVERITIES, Metric, lookup, metric
+from pytest_perfgate.core.service_metrics import DEFAULT_METRICS, ServiceMetrics
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
@@ -183,6 +184,9 @@ class Scenario:
     tasks: tuple[Task, ...] = ()
     locustfile: str | None = None
     user_classes: tuple[str, ...] = ()
+    #: a locustfile's tasks to run (``locust --tags``) and to leave out (``--exclude-tags``)
+    tags: tuple[str, ...] = ()
+    exclude_tags: tuple[str, ...] = ()
     shape: LoadShape | None = None
     budget: Budget = Budget()
     endpoint_budgets: Mapping[str, Budget] = field(default_factory=dict)
@@ -261,6 +265,11 @@ class ServiceSpec:
     startup_timeout_s: float = 60.0
     url: str | None = None
     cwd: str | None = None
+    #: where its Prometheus metrics are (``core.service_metrics.metrics_url``): a URL, a
+    #: path or ``:port/path``; ``None``: ``<url>/metrics``
+    metrics_url: str | None = None
+    #: which of its metrics hold the figures the gate reads (``service.metrics``)
+    metrics: ServiceMetrics = DEFAULT_METRICS
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,13 @@ from pytest_perfgate.errors import BudgetExceeded
 from pytest_perfgate.options import OPTIONS
 from pytest_perfgate.plugin import benchmark, xdist
 from pytest_perfgate.plugin.fixtures import PerfgateRunner, RunResult, perfgate, perfgate_service
-from pytest_perfgate.plugin.items import PERF_BUDGET_SIGNATURE, collect_file, marker_budget
+from pytest_perfgate.plugin.items import (
+    PERF_BUDGET_SIGNATURE,
+    collect_file,
+    deselect_unasked,
+    marker_budget,
+    unasked_line,
+)
 from pytest_perfgate.plugin.session import SESSION_KEY, PerfgateSession
 
 __all__ = ["PerfgateRunner", "PerfgateSession", "RunResult", "perfgate", "perfgate_service"]
@@ -81,9 +87,14 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     return collect_file(file_path, parent)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Generator[None, None, None]:
     for item in items:
         marker_budget(item)  # a bad keyword is a usage error before anything runs
+    yield  # -m and -k deselect first; what they leave of the scenarios runs only if asked
+    deselect_unasked(config, items)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -101,6 +112,9 @@ def pytest_runtest_makereport(
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = config.stash.get(SESSION_KEY, None)
+    unasked = unasked_line(config) if session is not None else None
+    if unasked is not None:
+        terminalreporter.write_line(unasked)
     if session is None or not session.rendered:
         return
     terminalreporter.section("perfgate")
@@ -110,8 +124,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """With --perfgate-breach-exit-code, budget breaches alone exit with that code."""
+    """The Markdown verdict file; with --perfgate-breach-exit-code, budget breaches alone
+    exit with that code."""
     state = session.config.stash.get(SESSION_KEY, None)
+    if state is not None and not hasattr(session.config, "workerinput"):
+        state.write_markdown()  # the controller holds every worker's results too
     code = state.settings.breach_exit_code if state is not None else None
     if code is None or state is None or exitstatus != pytest.ExitCode.TESTS_FAILED:
         return

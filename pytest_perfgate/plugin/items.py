@@ -1,14 +1,20 @@
 """Collection: the thresholds file as a collector of scenario items, and marker budgets.
 
 ``pytest_collect_file`` turns the session's thresholds file into a ``ThresholdsFile``
-whose items are its scenarios, each carrying its ``load_<name>`` marker. The
-``perf_budget`` marker is validated against the registry's budget schema (the one
-behind YAML budgets and ``result.check``) when the items are collected, before anything
-runs; a bad keyword is a ``pytest.UsageError`` naming the test.
+whose items are its scenarios, each carrying its ``load_<name>`` marker. Load runs only
+when asked (as ``pytest --help`` says under ``--perfgate-collect``): the scenarios are
+always collected, so ``-m load_light`` finds them through ``testpaths``, and
+``deselect_unasked`` deselects them unless the ``-m`` expression names a ``load_``
+marker or an argument names the thresholds file (or one of its scenarios): a bare
+``pytest`` starts no load. The ``perf_budget`` marker is validated against the
+registry's budget schema (the one behind YAML budgets and ``result.check``) when the
+items are collected, before anything runs; a bad keyword is a ``pytest.UsageError``
+naming the test.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +33,18 @@ __all__ = [
     "PERF_BUDGET_SIGNATURE",
     "ScenarioItem",
     "ThresholdsFile",
+    "asked_for_load",
     "collect_file",
+    "deselect_unasked",
     "marker_budget",
     "record",
+    "unasked_line",
 ]
+
+#: an identifier of a ``load_<scenario>`` marker in a ``-m`` expression
+_LOAD_MARKER = re.compile(r"(?<![\w.])load_\w")
+#: how many scenarios this session deselected: load not asked for
+DESELECTED_KEY = pytest.StashKey[int]()
 
 #: the ``perf_budget`` line of ``pytest --markers``: every budget key and its meaning
 PERF_BUDGET_SIGNATURE = "perf_budget({}): budget for every perfgate run this test makes; {}".format(
@@ -47,6 +61,44 @@ def collect_file(file_path: Path, parent: pytest.Collector) -> ThresholdsFile | 
     if file_path.resolve() != session.thresholds.path:
         return None
     return ThresholdsFile.from_parent(parent, path=file_path)
+
+
+def _names_thresholds(arg: str, config: pytest.Config, thresholds: Path) -> bool:
+    """Whether the argument ``arg`` is the thresholds file or one of its node ids."""
+    path = Path(arg.split("::", 1)[0])
+    path = path if path.is_absolute() else config.invocation_params.dir / path
+    return path.resolve() == thresholds
+
+
+def asked_for_load(config: pytest.Config, thresholds: Path) -> bool:
+    """Load is asked for: ``-m`` names a ``load_`` marker, or an argument names ``thresholds``."""
+    if _LOAD_MARKER.search(str(config.option.markexpr or "")):
+        return True
+    if config.args_source is not pytest.Config.ArgsSource.ARGS:
+        return False  # testpaths or the current directory: not asked by name
+    return any(_names_thresholds(arg, config, thresholds) for arg in config.args)
+
+
+def deselect_unasked(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the scenario items unless this session asked for load."""
+    scenarios = [item for item in items if isinstance(item, ScenarioItem)]
+    if not scenarios or asked_for_load(config, scenarios[0].path.resolve()):
+        return
+    items[:] = [item for item in items if not isinstance(item, ScenarioItem)]
+    config.hook.pytest_deselected(items=scenarios)
+    config.stash[DESELECTED_KEY] = len(scenarios)
+
+
+def unasked_line(config: pytest.Config) -> str | None:
+    """The summary line of the scenarios ``deselect_unasked`` left out; None if none."""
+    count = config.stash.get(DESELECTED_KEY, 0)
+    if not count:
+        return None
+    name = config.stash[SESSION_KEY].require_thresholds().path.name
+    return (
+        f"perfgate: {count} load scenario(s) of {name} deselected (load runs only when "
+        f"asked): run them with pytest -m load_<scenario> or pytest {name}[::<scenario>]"
+    )
 
 
 class ThresholdsFile(pytest.File):

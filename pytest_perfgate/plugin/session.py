@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,17 @@ if TYPE_CHECKING:
     from pytest_perfgate.target.probe import Probe, Target
     from pytest_perfgate.target.process import ManagedService
 
-__all__ = ["SESSION_KEY", "PerfgateSession", "interrupt_on_sigterm", "usage_errors"]
+__all__ = [
+    "MARKDOWN_FILE",
+    "SESSION_KEY",
+    "PerfgateSession",
+    "interrupt_on_sigterm",
+    "usage_errors",
+]
 
 SESSION_KEY = pytest.StashKey["PerfgateSession"]()
+#: the session's verdict tables in Markdown, in the results folder (``write_markdown``)
+MARKDOWN_FILE = "summary.md"
 
 
 @contextlib.contextmanager
@@ -73,6 +82,21 @@ def _load_thresholds(settings: Settings) -> Thresholds | None:
     return load_thresholds(settings.thresholds)
 
 
+def _command_line(config: pytest.Config) -> dict[str, Any]:
+    """The ``--perfgate-*`` flags; Locust's ``--host`` (its pytest plugin adds the flag to
+    every session) names the target as ``--perfgate-url`` does, never a second one."""
+    cli = {o.name: config.getoption(o.ini) for o in OPTIONS}
+    host = config.getoption("host", None)
+    if host:
+        if cli["url"] not in (None, "", host):
+            raise pytest.UsageError(
+                f"perfgate: --host {host} and --perfgate-url {cli['url']} name two targets; "
+                "give the target once, with --perfgate-url"
+            )
+        cli["url"] = host
+    return cli
+
+
 class PerfgateSession:
     """State of one pytest session: settings, thresholds, service, results."""
 
@@ -96,7 +120,7 @@ class PerfgateSession:
     @classmethod
     def from_config(cls, config: pytest.Config) -> PerfgateSession:
         """The session of ``config``: its settings resolved, its thresholds file read."""
-        cli = {o.name: config.getoption(o.ini) for o in OPTIONS}
+        cli = _command_line(config)
         ini = {o.name: config.getini(o.ini) for o in OPTIONS}
         with usage_errors():
             settings = resolve(cli, ini, os.environ, config.rootpath)
@@ -218,6 +242,17 @@ class PerfgateSession:
         sections = [r["markdown"] for r in self.rendered]
         commands = [c for r in self.rendered for c in r["annotations"]]
         return lines + list(github.publish(sections, commands, env))
+
+    def write_markdown(self) -> Path | None:
+        """The verdict tables of the session as Markdown in ``<results dir>/summary.md``, for
+        a pull-request comment; replaced each session that ran load, None when none ran."""
+        if not self.rendered:
+            return None
+        path = self.settings.results_dir / MARKDOWN_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sections = "\n".join(rendered["markdown"] for rendered in self.rendered)
+        path.write_text(f"## pytest-perfgate\n\n{sections}\n", encoding="utf-8")
+        return path
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Remember which failures were budget breaches (on the xdist controller too)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from pytest_perfgate.core.findings import Analysis
 from pytest_perfgate.core.model import Scenario, scenario_settings
+from pytest_perfgate.core.regression import Baseline
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
 from pytest_perfgate.core.verdict import Check, Verdict
 from pytest_perfgate.load.driver import RawRun
@@ -58,6 +59,7 @@ class ScenarioResult:
     files: Mapping[str, Path] = field(default_factory=dict)  # extra files beside raw.files
     thresholds: Path | None = None  # the thresholds file the scenario came from
     gpu: GpuFigures | None = None  # None: not sampled; .source None: no GPU figures
+    baseline: Baseline | None = None  # the baseline the run was compared with, if any
 
     def __repr__(self) -> str:
         return f"ScenarioResult({self.scenario.name!r}, {self.verdict.outcome.value})"

@@ -15,6 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+# pytester's in-process runs drop the modules first imported during a run; the modules a
+# run imports lazily (the gate, the reports, the lock) would then come back as new copies
+# next to old ones that kept a reference (an ``Outcome`` of one copy is no key of the
+# other's tables). Imported here, once, they stay.
+import pytest_perfgate.gate
+import pytest_perfgate.load.fake
+import pytest_perfgate.plugin.lock
+import pytest_perfgate.results.files
+import pytest_perfgate.results.github
+import pytest_perfgate.results.markdown
+import pytest_perfgate.results.terminal
+import pytest_perfgate.target.probe  # noqa: F401
+
 THRESHOLDS = """
 scenarios:
   light:
@@ -180,3 +193,47 @@ def test_the_scenario_item_runs_through_the_same_session(project: pytest.Pyteste
     result = run(project, "-m", "load_light")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*= perfgate =*", "*light*PASS*"])
+
+
+def test_the_session_leaves_its_verdict_tables_in_markdown_for_a_pull_request_comment(
+    project: pytest.Pytester,
+) -> None:
+    run(project, "-m", "load_light").assert_outcomes(passed=1)
+    summary = (project.path / "results" / "load_tests" / "summary.md").read_text()
+    assert summary.startswith("## pytest-perfgate\n\n### light: ✅ PASS")
+
+
+def _url_of(project: pytest.Pytester) -> str:
+    """The service's URL, taken out of the ini file: the command line names it instead."""
+    ini = project.path / "tox.ini"
+    url = ini.read_text().split("perfgate_url = ", 1)[1].strip()
+    ini.write_text("[pytest]\n")
+    return url
+
+
+def test_locusts_host_option_names_the_target_as_perfgate_url_does(
+    project: pytest.Pytester,
+) -> None:
+    url = _url_of(project)
+    result = run(project, "-m", "load_light", "--host", url)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"perfgate: *target: {url},*"])
+
+
+def test_host_and_a_different_perfgate_url_are_a_usage_error(project: pytest.Pytester) -> None:
+    url = _url_of(project)
+    result = run(project, "-m", "load_light", "--host", url, "--perfgate-url", "http://x:1")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*perfgate: --host {url} and --perfgate-url http://x:1 name two targets; "
+         "give the target once, with --perfgate-url"]
+    )  # fmt: skip
+
+
+def test_a_bare_pytest_runs_no_scenario_and_naming_one_runs_it(project: pytest.Pytester) -> None:
+    project.makepyfile(test_plain="def test_plain():\n    pass\n")
+    run(project).assert_outcomes(passed=1, deselected=1)
+    assert not (project.path / "results").exists()  # no load ran
+    result = run(project, "thresholds.yaml::light")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*light*PASS*"])

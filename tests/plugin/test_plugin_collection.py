@@ -54,7 +54,10 @@ def test_markers_lists_one_marker_per_scenario_and_perf_budget(project: pytest.P
 
 
 def test_scenarios_are_collected_as_items_carrying_their_marker(project: pytest.Pytester) -> None:
-    result = run(project, "--collect-only", "-q", "--strict-markers")
+    # both named: scenarios found by recursion are deselected (tests/plugin/test_load_when_asked.py)
+    result = run(
+        project, "--collect-only", "-q", "--strict-markers", "test_plain.py", "thresholds.yaml"
+    )
     result.stdout.fnmatch_lines(
         ["test_plain.py::test_plain", "thresholds.yaml::light", "thresholds.yaml::heavy"]
     )

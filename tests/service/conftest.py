@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -11,23 +12,33 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from hypothesis.configuration import set_hypothesis_home_dir
 from service_harness import FAST, AsgiService, ServiceProcess, asgi_service, service_process
 
 MakeService = Callable[..., AsgiService]
 _HYPOTHESIS_HOME = pytest.StashKey[str]()
 
+# hypothesis and schemathesis come with the dev extra only; the load gate
+# (.github/workflows/perf-gate.yml: the service extra, `pytest -m load_light`) collects
+# this folder too, so without them the modules that import them are not collected.
+_DEV_EXTRA = all(importlib.util.find_spec(name) for name in ("hypothesis", "schemathesis"))
+collect_ignore = [] if _DEV_EXTRA else ["test_service_fuzz.py", "test_service_security.py"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Hypothesis's pytest plugin caches the constants of local modules in ./.hypothesis as
     # soon as it collects a @given test (test_service_fuzz): keep the checkout clean.
-    if "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+    if _DEV_EXTRA and "HYPOTHESIS_STORAGE_DIRECTORY" not in os.environ:
+        # imported here: hypothesis is a dev extra (see _DEV_EXTRA), not to dodge a cycle
+        from hypothesis.configuration import set_hypothesis_home_dir
+
         config.stash[_HYPOTHESIS_HOME] = tempfile.mkdtemp(prefix="perfgate-hypothesis-")
         set_hypothesis_home_dir(config.stash[_HYPOTHESIS_HOME])
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     if home := config.stash.get(_HYPOTHESIS_HOME, None):
+        from hypothesis.configuration import set_hypothesis_home_dir  # as in pytest_configure
+
         set_hypothesis_home_dir(None)
         shutil.rmtree(home, ignore_errors=True)
 

@@ -115,6 +115,9 @@ def test_analyze_a_folder_reads_our_results_and_locust_csv_sets_and_skips_other_
     data = json.loads(out.read_text())
     assert [r["kind"] for r in data["results"]] == ["perfgate", "locust-csv"]
     assert "analysis" not in data  # only for a single result
+    assert data["files"][:2] == ["read 20240501_light.json (perfgate result)",
+                                 "skipped baseline-config.json: not a pytest-perfgate result "
+                                 "(no format 'pytest-perfgate/result/1')"]  # fmt: skip
 
 
 def test_analyze_a_folder_skips_the_locust_csv_files_of_our_own_results(
@@ -422,4 +425,43 @@ def test_analyze_reads_the_csv_files_of_a_real_locust_run(
     assert f"GET /busy: {busy} x 429/503 backpressure" in errors["evidence"]
     assert result["analysis"]["summary"]["requests"] == sum(
         e["requests"] for e in endpoints.values()
+    )
+
+
+def test_analyze_a_folder_says_which_files_it_read_and_which_it_skipped_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result_json(tmp_path / "20240501T100000_light.json", p95=48.0)
+    for name in ("heavy_stats.csv", "heavy_stats_history.csv"):
+        shutil.copy(DATA / name, tmp_path / name.replace("heavy", "20240501T100000_light"))
+    shutil.copy(DATA / "light_stats.csv", tmp_path / "health_stats.csv")
+    shutil.copy(DATA / "broken_stats.csv", tmp_path / "broken_stats.csv")
+    (tmp_path / "baseline-config.json").write_text('{"something": "else"}')
+    for name in ("20240501T100000_light.html", "20240501T100000_light.log", "summary.md"):
+        (tmp_path / name).write_text("")
+    assert main(["analyze", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[: out.index("")] == [
+        f"{tmp_path}:",
+        "  read 20240501T100000_light.json (perfgate result)",
+        "  skipped baseline-config.json: not a pytest-perfgate result "
+        "(no format 'pytest-perfgate/result/1')",
+        "  skipped 20240501T100000_light_stats.csv, 20240501T100000_light_stats_history.csv: "
+        "Locust's files of the run in 20240501T100000_light.json, whose figures (the "
+        "measured window, exact percentiles) are read instead",
+        "  skipped broken_stats.csv: not a Locust CSV file: missing column(s) Type, Name, "
+        "Request Count, Failure Count, Average Response Time, Requests/s, 50%, 95%, 99%",
+        "  read health_stats.csv (Locust CSV set)",
+        "  skipped 1 .html, 1 .log, 1 .md: not results (reports, logs, summaries)",
+    ]
+
+
+def test_a_folder_without_results_says_what_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "other.json").write_text("[1, 2]")
+    assert main(["analyze", str(tmp_path)]) == 2
+    assert one_error_line(capsys).endswith(
+        "no results found (expected perfgate *.json results or Locust *_stats.csv files); "
+        "skipped other.json: not a pytest-perfgate result (no format 'pytest-perfgate/result/1')"
     )
