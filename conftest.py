@@ -33,12 +33,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 _SERIAL_GROUPS = {"integration": "load", "service": "service", "benchmarks": "service"}
 #: service tests that drive load themselves: serial with the other load tests
 _LOAD_FILES = {"test_service_spike.py", "test_service_e2e.py"}
+#: integration tests that start processes but drive no load: free to run beside the others
+_NO_LOAD_FILES = {"test_startup_faults.py"}
 
 
 def serial_group(nodeid: str) -> str | None:
     """The serial group of a test of tests/, by its node id; ``None``: it may run anywhere."""
     parts = nodeid.split("::", 1)[0].split("/")
     if len(parts) < 3 or parts[0] != "tests":
+        return None
+    if parts[-1] in _NO_LOAD_FILES:
         return None
     return "load" if parts[-1] in _LOAD_FILES else _SERIAL_GROUPS.get(parts[1])
 

@@ -536,7 +536,7 @@ class Dependence:
     """How much a hit sequence's blocks vary beyond independent requests (batch means)."""
 
     factor: float  # f >= 1: n requests weigh as n / f independent ones
-    block: int  # the block length chosen, in ticks (0: too few blocks, f = 1)
+    block: int  # the block length chosen, in ticks (0: too few blocks to measure, f = 1)
     #: whether the variance stopped growing with the block length (or had nothing to
     #: measure): False means dependence longer than the longest blocks, so ``f`` is low
     settled: bool = True
@@ -568,7 +568,9 @@ def block_dependence(counts: Sequence[tuple[int, int]]) -> Dependence:
         found.append((length, factor))
         length *= 2
     if not found:
-        return Dependence(1.0, 0, settled=False)
+        # fewer than MIN_BLOCKS ticks (a run of a few seconds, a smoke run): too short to
+        # measure any dependence, so its intervals assume independent requests (README)
+        return Dependence(1.0, 0)
     factors = [f for _, f in found]
     top = max(1.0, *factors)
     if independent:

@@ -30,7 +30,7 @@ def test_the_mlp_forward_pass_of_a_batch_of_32_stays_fast(benchmark: Any) -> Non
     spec = get_spec("mlp")
     module = build_model(spec, CPU)
     batch = examples("mlp", 32)
-    rows = benchmark.pedantic(run_batch, args=(spec, module, CPU, batch), rounds=20)
+    rows = benchmark.pedantic(run_batch, args=(spec, module, CPU, batch), rounds=100)
     assert len(rows) == 32 and len(rows[0]) == 10
 
 
@@ -39,5 +39,5 @@ def test_the_encoder_forward_pass_of_a_batch_of_8_stays_fast(benchmark: Any) -> 
     spec = get_spec("encoder")
     module = build_model(spec, CPU)
     batch = examples("encoder", 8)
-    rows = benchmark.pedantic(run_batch, args=(spec, module, CPU, batch), rounds=10)
+    rows = benchmark.pedantic(run_batch, args=(spec, module, CPU, batch), rounds=100)
     assert len(rows) == 8 and len(rows[0]) == 384

@@ -48,37 +48,43 @@ def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
 
 
-def test_a_scenario_within_budget_passes_and_shows_its_figures(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", thresholds=thresholds(20, "{p95_ms: 400, error_rate: 0.01}"))
+def test_a_scenario_within_budget_passes_leaves_its_files_and_keeps_locust_out_of_pytest(
+    pytester: pytest.Pytester,
+) -> None:
+    # one real run, several promises: the summary, the files, and no locust in pytest
+    pytester.makefile(".yaml", thresholds=thresholds(10, "{p95_ms: 400, error_rate: 0.05}"))
+    pytester.makeconftest(
+        """
+        import sys
+        from pathlib import Path
+
+        def pytest_sessionfinish(session):
+            heavy = {"locust", "gevent", "torch", "fastapi"}
+            found = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+            Path("heavy-modules.txt").write_text(" ".join(found))
+        """
+    )
     result = run(pytester, "-m", "load_light")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*= perfgate =*", "*light*PASS*"])
-
-
-def test_a_budget_set_too_low_fails_with_a_breach_line(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", thresholds=thresholds(30, "{p95_ms: 5}"))
-    result = run(pytester, "-m", "load_light")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*light: Total p95 * ms > budget 5 ms (+*, n=*"])
-
-
-def test_an_endpoint_budget_names_the_endpoint(pytester: pytest.Pytester) -> None:
-    text = thresholds(30, "{error_rate: 0.5}", endpoints="{'GET /fast': {p95_ms: 5}}")
-    pytester.makefile(".yaml", thresholds=text)
-    result = run(pytester, "-m", "load_light")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*light: GET /fast p95 * ms > budget 5 ms*"])
-
-
-def test_each_run_leaves_its_files_and_a_json_verdict(pytester: pytest.Pytester) -> None:
-    pytester.makefile(".yaml", thresholds=thresholds(10, "{p95_ms: 400}"))
-    run(pytester, "-m", "load_light").assert_outcomes(passed=1)
+    assert (pytester.path / "heavy-modules.txt").read_text() == ""
     results = pytester.path / "results" / "load_tests"
     names = sorted(p.name for p in results.iterdir())
     for suffix in ("_stats.csv", "_stats_history.csv", "_failures.csv", ".html", ".log", ".json"):
         assert any(n.endswith("_light" + suffix) for n in names), (suffix, names)
     data = json.loads(next(results.glob("*_light.json")).read_text())
     assert 10 <= data["analysis"]["summary"]["p95"] < 400
+
+
+def test_budgets_set_too_low_fail_with_a_breach_line_naming_the_total_and_the_endpoint(
+    pytester: pytest.Pytester,
+) -> None:
+    text = thresholds(30, "{p95_ms: 5}", endpoints="{'GET /fast': {p95_ms: 5}}")
+    pytester.makefile(".yaml", thresholds=text)
+    result = run(pytester, "-m", "load_light")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*light: Total p95 * ms > budget 5 ms (+*, n=*"])
+    result.stdout.fnmatch_lines(["*light: GET /fast p95 * ms > budget 5 ms*"])
 
 
 def test_perf_budget_applies_to_every_run_of_the_perfgate_fixture(
@@ -97,7 +103,7 @@ def test_perf_budget_applies_to_every_run_of_the_perfgate_fixture(
             result = perfgate.run("light", duration="3s", users=2)
             assert result.total.requests > 20
             assert result.total.p95 >= 30
-            result.check(p95_ms=1000, error_rate=0.01)
+            result.check(p95_ms=1000, error_rate=0.1)
             with pytest.raises(AssertionError, match=r"p95 .* ms > budget 5 ms"):
                 result.check(p95_ms=5)
         """
@@ -117,42 +123,6 @@ def test_a_service_that_cannot_start_fails_the_scenario_with_its_log(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         ["*the service exited with code 1 before it was ready*", "*boom from the service*"]
-    )
-
-
-def test_the_plugin_runs_in_a_pytest_process_that_never_imports_locust(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makefile(".yaml", thresholds=thresholds(5, "{p95_ms: 400}"))
-    pytester.makeconftest(
-        """
-        import sys
-        from pathlib import Path
-
-        def pytest_sessionfinish(session):
-            heavy = {"locust", "gevent", "torch", "fastapi"}
-            found = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
-            Path("heavy-modules.txt").write_text(" ".join(found))
-        """
-    )
-    result = run(pytester, "-m", "load_light")
-    result.assert_outcomes(passed=1)
-    assert (pytester.path / "heavy-modules.txt").read_text() == ""
-
-
-def test_a_run_slower_than_its_saved_baseline_fails_as_a_regression(
-    pytester: pytest.Pytester,
-) -> None:
-    budgets = "{p95_ms: 400, p95_regression: '10%'}"
-    pytester.makefile(".yaml", thresholds=thresholds(10, budgets))
-    run(pytester, "-m", "load_light", "--perfgate-save-baseline", "main").assert_outcomes(passed=1)
-    assert (pytester.path / ".perfgate" / "baselines" / "main" / "light.json").is_file()
-
-    pytester.makefile(".yaml", thresholds=thresholds(40, budgets))
-    result = run(pytester, "-m", "load_light", "--perfgate-baseline", "main")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        ["*light: Total p95 +* % vs baseline 'main', beyond the allowed +10 %*"]
     )
 
 
