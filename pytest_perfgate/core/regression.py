@@ -37,6 +37,9 @@ Requests never sent have no response time (``samples_by_endpoint(sent_only=True)
 ``observed`` is always "how much worse", so ``Check.over_budget`` (``observed > limit``)
 holds for every metric. What no interval covers: drift between the two runs' machines
 or neighbours. Give allowances above the run-to-run noise of the environment.
+
+Just over 450 lines: every regression allowance's judgement and its sentence, which
+read best beside each other.
 """
 
 from __future__ import annotations

@@ -53,6 +53,9 @@ periodic pauses) and ``min_samples`` requests; an abort needs the breach to hold
 look for ``abort_window_s`` (a short stall does not end a run), and, for a share budget,
 ``MIN_EXPECTED_HITS / p0`` requests (500 for a p95, 2 500 for a 1 % error rate): failures
 in bursts that have not come yet cannot be measured.
+
+Over 450 lines: the stopping rule, its monitors and the confidence sequences inverted
+from the same test stay in one module, so the rule and the intervals it leaves agree.
 """
 
 from __future__ import annotations

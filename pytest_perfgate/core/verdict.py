@@ -30,6 +30,9 @@ endpoint without requests, reasons from the runner); else FAIL when a blocking c
 failed; else INCONCLUSIVE when a blocking check is; else PASS. Whether an INCONCLUSIVE
 scenario fails the test is the ``inconclusive`` policy of ``evaluate``; checks with
 ``severity == "warn"`` are reported and never fail the scenario.
+
+Over 450 lines: each check's rule and its sentence (the breach line) stay together, with
+the one ``evaluate`` that orders them into a verdict.
 """
 
 from __future__ import annotations
