@@ -35,6 +35,9 @@ _SERIAL_GROUPS = {"integration": "load", "service": "service", "benchmarks": "se
 _LOAD_FILES = {"test_service_spike.py", "test_service_e2e.py"}
 #: integration tests that start processes but drive no load: free to run beside the others
 _NO_LOAD_FILES = {"test_startup_faults.py"}
+#: integration tests that drive load to check processes and files, not timings: serial
+#: among themselves, beside the timing tests (they end, leave no process, keep logs)
+_PROCESS_FILES = {"test_leftovers.py", "test_faults.py"}
 
 
 def serial_group(nodeid: str) -> str | None:
@@ -44,6 +47,8 @@ def serial_group(nodeid: str) -> str | None:
         return None
     if parts[-1] in _NO_LOAD_FILES:
         return None
+    if parts[-1] in _PROCESS_FILES:
+        return "processes"
     return "load" if parts[-1] in _LOAD_FILES else _SERIAL_GROUPS.get(parts[1])
 
 

@@ -17,14 +17,14 @@ FAILING = thresholds(30, "{p95_ms: 5, error_rate: 0.5}")
 PASSING = thresholds(5, "{p95_ms: 400}")
 
 
-def test_in_github_actions_a_breach_writes_the_step_summary_and_error_commands(
+def test_in_github_actions_a_breach_writes_the_summary_and_error_commands_and_junit_its_figures(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     summary = pytester.path / "summary.md"
     monkeypatch.setenv("GITHUB_ACTIONS", "true")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     pytester.makefile(".yaml", thresholds=FAILING)
-    result = run(pytester, "-m", "load_light")
+    result = run(pytester, "-m", "load_light", "--junitxml=junit.xml")
     result.assert_outcomes(failed=1)
     # pytester writes the file without its leading blank line
     lines = FAILING.strip("\n").splitlines()
@@ -38,25 +38,7 @@ def test_in_github_actions_a_breach_writes_the_step_summary_and_error_commands(
     text = summary.read_text()
     assert text.startswith("## pytest-perfgate\n")
     assert "| Total | p95 |" in text and "FAIL" in text
-
-
-def test_outside_github_actions_nothing_of_it_is_written(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "summary.md"))
-    pytester.makefile(".yaml", thresholds=FAILING)
-    result = run(pytester, "-m", "load_light")
-    result.assert_outcomes(failed=1)
-    assert "::error" not in result.stdout.str()
-    assert not (pytester.path / "summary.md").exists()
-
-
-def test_junit_xml_carries_the_figures_and_the_breach_as_failure_text(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makefile(".yaml", thresholds=FAILING)
-    run(pytester, "-m", "load_light", "--junitxml=junit.xml").assert_outcomes(failed=1)
+    # the same run's JUnit XML carries the figures and the breach as failure text
     case = ET.parse(pytester.path / "junit.xml").getroot().find(".//testcase")
     assert case is not None
     properties = {p.get("name"): p.get("value") for p in case.iter("property")}
@@ -66,6 +48,20 @@ def test_junit_xml_carries_the_figures_and_the_breach_as_failure_text(
     failure = case.find("failure")
     assert failure is not None
     assert "light: Total p95" in (failure.get("message") or "") + (failure.text or "")
+
+
+def test_outside_github_actions_nothing_of_it_is_written_and_a_breach_exits_as_pytest_does(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "summary.md"))
+    pytester.makefile(".yaml", thresholds=FAILING)
+    result = run(pytester, "-m", "load_light")
+    result.assert_outcomes(failed=1)
+    assert "::error" not in result.stdout.str()
+    assert not (pytester.path / "summary.md").exists()
+    # without --perfgate-breach-exit-code a breach exits with pytest's own code
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_the_breach_exit_code_applies_only_when_breaches_are_the_only_failures(
@@ -78,13 +74,6 @@ def test_the_breach_exit_code_applies_only_when_breaches_are_the_only_failures(
                         "    assert False\n")  # fmt: skip
     result = run(pytester, "-m", "load_light", "--perfgate-breach-exit-code", "99")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-
-
-def test_without_the_option_a_breach_exits_with_pytests_own_code(
-    pytester: pytest.Pytester,
-) -> None:
-    pytester.makefile(".yaml", thresholds=FAILING)
-    assert run(pytester, "-m", "load_light").ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_under_xdist_scenarios_never_overlap_and_each_is_reported_once(
