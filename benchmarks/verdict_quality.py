@@ -9,8 +9,8 @@ second with every sample so far (early PASS from 30 s, abort on a breach held 10
 ``core.stats.summarize`` and ``core.verdict.evaluate`` on the samples up to the stop. The
 new engine runs exactly the gate's calls (Bonferroni level over the blocking checks,
 ``correlated=True``, ``anytime=True`` after a watched run, the percentile limits, the
-default policy ``fail``); the old one (``benchmarks/_old_engine``: commit 16b0605) its
-calls then (lag-1 factor, fixed-sample intervals, policy ``auto``).
+default policy ``fail``); the old one (commit 16b0605, which ``benchmarks/old_engine.py``
+reads from git) its calls then (lag-1 factor, fixed-sample intervals, policy ``auto``).
 
 Models (the latencies of one run; the budget is set at ``true figure / ratio``):
 
@@ -49,11 +49,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from benchmarks._old_engine import sequential as old_sequential
-from benchmarks._old_engine import stats as old_stats
-from benchmarks._old_engine import verdict as old_verdict
+from benchmarks.old_engine import load as load_old_engine
 from pytest_perfgate.core import sequential, stats, verdict
 from pytest_perfgate.core.model import Budget, Scenario, Task
+
+_OLD = load_old_engine()
+old_stats, old_sequential, old_verdict = _OLD["stats"], _OLD["sequential"], _OLD["verdict"]
 
 RATE = 20
 RATIOS = (0.50, 0.80, 0.90, 0.95, 0.99, 1.01, 1.10, 1.25, 1.50)
