@@ -61,6 +61,7 @@ __all__ = [
     "EndpointStats",
     "RunStats",
     "Sample",
+    "Stream",
     "block_dependence",
     "bonferroni",
     "check_ms",
@@ -96,6 +97,33 @@ _RANK_EPS = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
+class Stream:
+    """What a streamed response (SSE, OpenAI-compatible) showed, token by token.
+
+    ``ttft_ms`` is timed from the request's start (its scheduled start in the open model)
+    to the first chunk that carries generated content: not the first byte, not a
+    role-only or empty chunk. ``itl_ms`` holds one gap per generated token after the
+    first: a chunk that carried ``k`` tokens ``g`` ms after the previous content chunk
+    adds ``k`` gaps of ``g / k`` ms (``batched`` says that happened). ``tpot_ms`` is
+    ``(end - first token) / (output_tokens - 1)``; None for fewer than two tokens.
+    """
+
+    ttft_ms: float | None  # None: no content arrived
+    itl_ms: tuple[float, ...]  # per-token gaps after the first token
+    output_tokens: int  # from ``usage`` when the stream gave it, else counted per chunk
+    chunks: int  # content chunks received
+    batched: bool  # some chunk carried several tokens
+    wellformed: bool  # every chunk parsed, ``[DONE]`` arrived, usage agreed with what came
+    problem: str = ""  # why it is not well-formed ("" when it is)
+
+    @property
+    def tpot_ms(self) -> float | None:
+        if self.ttft_ms is None or self.output_tokens < 2:
+            return None
+        return math.fsum(self.itl_ms) / (self.output_tokens - 1) if self.itl_ms else None
+
+
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One request as the load generator saw it."""
 
@@ -105,6 +133,7 @@ class Sample:
     ok: bool
     status: int = 0  # HTTP status; 0: no response (connection error, timeout); NOT_SENT: -1
     error: str = ""  # error text for failures ("" for successes)
+    stream: Stream | None = None  # a streamed response's tokens; None for a plain one
 
 
 @dataclass(frozen=True)

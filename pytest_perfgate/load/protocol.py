@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict
 
-from pytest_perfgate.core.stats import Sample
+from pytest_perfgate.core.stats import Sample, Stream
 
 __all__ = [
     "ROW_FIELDS",
@@ -38,6 +38,7 @@ __all__ = [
     "SamplesMessage",
     "ScenarioSpec",
     "StartedMessage",
+    "StreamRow",
     "TaskSpec",
     "WorkerSamplesMessage",
     "decode_row",
@@ -123,20 +124,54 @@ def parse_stop(line: str) -> str | None:
 # --- one request on the wire -------------------------------------------------------------
 
 #: the fields of a Row, which are ``core.stats.Sample``'s in its order
-ROW_FIELDS = ("t", "name", "ms", "ok", "status", "error")
+ROW_FIELDS = ("t", "name", "ms", "ok", "status", "error", "stream")
 
-Row = list[Any]  # [t, name, ms, ok, status, error]: JSON has no tuples
+#: [t, name, ms, ok, status, error] and, for a streamed response, a 7th item: the
+#: ``StreamRow`` of ``core.stats.Stream``. JSON has no tuples.
+Row = list[Any]
 
 
-def encode_row(t: float, name: str, ms: float, ok: bool, status: int, error: str) -> Row:
+class StreamRow(TypedDict):
+    """``core.stats.Stream`` on the wire."""
+
+    ttft_ms: float | None
+    itl_ms: list[float]
+    output_tokens: int
+    chunks: int
+    batched: bool
+    wellformed: bool
+    problem: str
+
+
+def encode_row(
+    t: float, name: str, ms: float, ok: bool, status: int, error: str,
+    stream: StreamRow | None = None,
+) -> Row:  # fmt: skip
     """One request as the child sends it; ``t`` in seconds since the load started."""
-    return [t, name, ms, ok, status, error]
+    row: Row = [t, name, ms, ok, status, error]
+    if stream is not None:
+        row.append(stream)
+    return row
+
+
+def _decode_stream(data: Any) -> Stream:
+    ttft = data["ttft_ms"]
+    return Stream(
+        ttft_ms=None if ttft is None else float(ttft),
+        itl_ms=tuple(float(g) for g in data["itl_ms"]),
+        output_tokens=int(data["output_tokens"]),
+        chunks=int(data["chunks"]),
+        batched=bool(data["batched"]),
+        wellformed=bool(data["wellformed"]),
+        problem=str(data.get("problem", "")),
+    )
 
 
 def decode_row(row: Sequence[Any]) -> Sample:
     """A received row as a Sample, each field checked for its type."""
-    t, name, ms, ok, status, error = row
-    return Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error))
+    t, name, ms, ok, status, error = row[:6]
+    stream = _decode_stream(row[6]) if len(row) > 6 and row[6] is not None else None
+    return Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error), stream)
 
 
 # --- the child's messages: one JSON object a line on its stdout ---------------------------
