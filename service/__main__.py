@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_names,
         default=defaults.models,
         metavar="NAME[,NAME...]",
-        help="models loaded and warmed up at start (default: mlp,encoder)",
+        help="models loaded and warmed up at start; tiny-gpt, the generative model, adds "
+        "the OpenAI-compatible /v1 routes (default: mlp,encoder)",
     )
     add(
         "--workers",
@@ -114,6 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.torch_threads,
         help="CPU threads per worker; 0: its share of the CPUs less one for HTTP "
         "(default: %(default)s)",
+    )
+    add(
+        "--llm-max-running",
+        type=int,
+        default=defaults.llm_max_running,
+        help="tiny-gpt: sequences in the running batch (default: %(default)s)",
+    )
+    add(
+        "--llm-max-waiting",
+        type=int,
+        default=defaults.llm_max_waiting,
+        help="tiny-gpt: requests waiting for a running slot before 429 + Retry-After "
+        "(default: %(default)s)",
+    )
+    add(
+        "--llm-tokens-per-chunk",
+        type=int,
+        default=defaults.llm_tokens_per_chunk,
+        help="tiny-gpt: tokens per streamed chunk (default: %(default)s)",
+    )
+    add(
+        "--llm-prompt-cache-tokens",
+        type=int,
+        default=defaults.llm_prompt_cache_tokens,
+        help="tiny-gpt: prompt positions whose KV cache and logits are kept for later "
+        "requests with the same prompt; 0: off (default: %(default)s)",
     )
     add("--no-warmup", action="store_true", help="skip warm-up forward passes at load")
     add(
@@ -286,6 +313,10 @@ def parse_settings(
             max_examples=args.max_examples,
             weights=tuple(args.weights),
             torch_threads=args.torch_threads,
+            llm_max_running=args.llm_max_running,
+            llm_max_waiting=args.llm_max_waiting,
+            llm_tokens_per_chunk=args.llm_tokens_per_chunk,
+            llm_prompt_cache_tokens=args.llm_prompt_cache_tokens,
             warmup=not args.no_warmup,
             log_level=args.log_level,
             access_log=args.access_log,
@@ -303,12 +334,14 @@ def _check_against_registry(settings: Settings) -> None:
     # Imports torch: only after argparse has answered --help and plain usage errors.
     import torch
 
+    from service.llm import MODEL_IDS
     from service.models import REGISTRY
 
-    registered = ", ".join(REGISTRY)
+    servable = ", ".join([*REGISTRY, *MODEL_IDS])
     for name in settings.models:
-        if name not in REGISTRY:
-            raise ValueError(f"--models: unknown model {name!r}; registered: {registered}")
+        if name not in REGISTRY and name not in MODEL_IDS:
+            raise ValueError(f"--models: unknown model {name!r}; registered: {servable}")
+    registered = ", ".join(REGISTRY)
     for name, path in settings.weights:
         if name not in REGISTRY:
             raise ValueError(

@@ -4,7 +4,9 @@ Routes parse JSON themselves (bounded read, then ``json.loads``) rather than thr
 pydantic models, so that every bad value is answered with a 4xx whose message names the
 field and the value, in one shape for every endpoint: ``{"error": "..."}``. Two APIs share
 the models: this service's own (``/predict``, ``/models``) and a subset of the Open
-Inference Protocol v2 REST API (``/v2/...``, the JSON shapes of Triton and KServe).
+Inference Protocol v2 REST API (``/v2/...``, the JSON shapes of Triton and KServe). The
+generative model's OpenAI-compatible routes (``/v1/...``, OpenAI's error body) live in
+``service.llm.api``; its engine starts with the app when ``settings.models`` names it.
 
 Model management routes, and inference routes with ``auth_inference``, pass
 ``security.Guard`` first (a route dependency): credentials and rate limits are checked
@@ -30,6 +32,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import metrics, security
 from service.batching import BatcherClosedError, QueueFullError
+from service.llm.api import LlmServer, predictive_settings
+from service.llm.api import router as llm_router
 from service.models import (
     REGISTRY,
     InvalidInputError,
@@ -71,11 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.guard = Guard(settings)
-    app.state.runtime = ModelRuntime(settings)
+    app.state.runtime = ModelRuntime(predictive_settings(settings))
+    app.state.llm = LlmServer(settings)  # tiny-gpt, when settings.models names it
     app.add_middleware(metrics.RequestMetricsMiddleware)
     for error, handler in _ERROR_HANDLERS.items():
         app.add_exception_handler(error, handler)
     app.include_router(_router)
+    app.include_router(llm_router)  # /v1/...: OpenAI-compatible generation
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -95,13 +101,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.create_task(runtime.start(), name="load-default-models"),
         asyncio.create_task(_sample_resources(runtime), name="sample-resources"),
     ]
+    llm: LlmServer = app.state.llm
     try:
+        await llm.start()  # random weights: a fraction of a second, done before serving
         yield
     finally:
         for task in background:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await llm.close()
         await runtime.close()
         metrics.mark_process_dead()
 
@@ -332,9 +341,8 @@ async def predict(request: Request) -> JSONResponse:
 @_router.get("/health")
 async def health(request: Request) -> JSONResponse:
     runtime = _runtime(request)
-    return JSONResponse(
-        {"status": "ok", "device": runtime.device.type, "models": runtime.loaded_names}
-    )
+    models = [*runtime.loaded_names, *request.app.state.llm.model_ids]
+    return JSONResponse({"status": "ok", "device": runtime.device.type, "models": models})
 
 
 @_router.get("/ready")

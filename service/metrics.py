@@ -33,6 +33,7 @@ from prometheus_client import (
 __all__ = [
     "CONTENT_TYPE",
     "MULTIPROC_ENV",
+    "LlmMetrics",
     "ModelMetrics",
     "RequestMetricsMiddleware",
     "mark_process_dead",
@@ -260,3 +261,142 @@ class RequestMetricsMiddleware:
             labels = (endpoint, scope["method"], str(status))
             _REQUESTS.labels(*labels).inc()
             _REQUEST_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+
+
+# --- the generative model (service.llm) ------------------------------------------------------
+# Names follow vLLM's where they map (time to first token, inter-token latency, end to end).
+
+_LLM_SECONDS = (*_SECONDS, 20.0, 30.0, 60.0)
+_SEQUENCES = (1, 2, 4, 8, 16, 32, 64)
+
+_LLM_TTFT = Histogram(
+    "service_llm_time_to_first_token_seconds",
+    "Time from a generation request's arrival to its first token, queueing included",
+    ["model"],
+    buckets=_LLM_SECONDS,
+    registry=_REGISTRY,
+)
+_LLM_ITL = Histogram(
+    "service_llm_inter_token_latency_seconds",
+    "Time between two consecutive tokens of one generation",
+    ["model"],
+    buckets=_SECONDS,
+    registry=_REGISTRY,
+)
+_LLM_E2E = Histogram(
+    "service_llm_e2e_request_latency_seconds",
+    "Time from a generation request's arrival to its last token (or its cancellation)",
+    ["model", "finish_reason"],
+    buckets=_LLM_SECONDS,
+    registry=_REGISTRY,
+)
+_LLM_QUEUE = Histogram(
+    "service_llm_queue_time_seconds",
+    "Time a generation request waited for a running slot",
+    ["model"],
+    buckets=_LLM_SECONDS,
+    registry=_REGISTRY,
+)
+_LLM_BATCH = Histogram(
+    "service_llm_decode_batch_size",
+    "Sequences in one decode step (one observation per step): above 1, continuous batching",
+    ["model"],
+    buckets=_SEQUENCES,
+    registry=_REGISTRY,
+)
+_LLM_PROMPT_TOKENS = Counter(
+    "service_llm_prompt_tokens", "Prompt tokens prefilled", ["model"], registry=_REGISTRY
+)
+_LLM_GENERATION_TOKENS = Counter(
+    "service_llm_generation_tokens", "Tokens generated", ["model"], registry=_REGISTRY
+)
+_LLM_FINISHED = Counter(
+    "service_llm_requests_finished",
+    "Generations ended, by finish reason: stop, length, or abort (the client went away)",
+    ["model", "finish_reason"],
+    registry=_REGISTRY,
+)
+_LLM_REJECTED = Counter(
+    "service_llm_rejected_requests",
+    "Generation requests turned away at once (429 with Retry-After): running and waiting full",
+    ["model"],
+    registry=_REGISTRY,
+)
+_LLM_RUNNING = Gauge(
+    "service_llm_requests_running",
+    "Sequences in the running batch, summed over workers",
+    ["model"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+_LLM_WAITING = Gauge(
+    "service_llm_requests_waiting",
+    "Generation requests waiting for a running slot, summed over workers",
+    ["model"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+_LLM_KV_TOKENS = Gauge(
+    "service_llm_kv_cache_tokens",
+    "Tokens held in the KV cache, summed over workers",
+    ["model"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+_LLM_KV_CAPACITY = Gauge(
+    "service_llm_kv_cache_capacity_tokens",
+    "Tokens the KV cache can hold (running slots x context), summed over workers",
+    ["model"],
+    multiprocess_mode="livesum",
+    registry=_REGISTRY,
+)
+_LLM_KV_USAGE = Gauge(
+    "service_llm_kv_cache_usage_ratio",
+    "Share of the KV cache in use (tokens held / capacity), the highest over workers",
+    ["model"],
+    multiprocess_mode="livemax",
+    registry=_REGISTRY,
+)
+
+
+class LlmMetrics:
+    """A generation engine's observer (``service.llm.engine.EngineObserver``)."""
+
+    def __init__(self, model: str) -> None:
+        self._model = model
+        self._ttft = _LLM_TTFT.labels(model)
+        self._itl = _LLM_ITL.labels(model)
+        self._queue = _LLM_QUEUE.labels(model)
+        self._batch = _LLM_BATCH.labels(model)
+        self._prompt_tokens = _LLM_PROMPT_TOKENS.labels(model)
+        self._generation_tokens = _LLM_GENERATION_TOKENS.labels(model)
+        self._running = _LLM_RUNNING.labels(model)
+        self._waiting = _LLM_WAITING.labels(model)
+        self._kv_tokens = _LLM_KV_TOKENS.labels(model)
+        self._kv_capacity = _LLM_KV_CAPACITY.labels(model)
+        self._kv_usage = _LLM_KV_USAGE.labels(model)
+
+    def on_rejected(self) -> None:
+        _LLM_REJECTED.labels(self._model).inc()
+
+    def on_admitted(self, prompt_tokens: int, waited_s: float) -> None:
+        self._prompt_tokens.inc(prompt_tokens)
+        self._queue.observe(waited_s)
+
+    def on_token(self, first: bool, seconds: float) -> None:
+        self._generation_tokens.inc()
+        (self._ttft if first else self._itl).observe(seconds)
+
+    def on_finished(self, reason: str, seconds: float, completion_tokens: int) -> None:
+        _LLM_FINISHED.labels(self._model, reason).inc()
+        _LLM_E2E.labels(self._model, reason).observe(seconds)
+
+    def on_step(self, batch_size: int) -> None:
+        self._batch.observe(batch_size)
+
+    def on_occupancy(self, running: int, waiting: int, kv_tokens: int, kv_capacity: int) -> None:
+        self._running.set(running)
+        self._waiting.set(waiting)
+        self._kv_tokens.set(kv_tokens)
+        self._kv_capacity.set(kv_capacity)
+        self._kv_usage.set(kv_tokens / kv_capacity if kv_capacity else 0.0)

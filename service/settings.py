@@ -55,6 +55,11 @@ class Settings:
     rate_burst: int = 0  # requests a client may send at once; 0: the rate rounded up
     tls_cert: str | None = None  # PEM certificate chain; with tls_key: serve HTTPS
     tls_key: str | None = None
+    # The generative model (``service.llm``), served when ``models`` names tiny-gpt.
+    llm_max_running: int = 8  # sequences in the running batch (KV-cache slots)
+    llm_max_waiting: int = 64  # requests waiting for a slot before 429 + Retry-After
+    llm_tokens_per_chunk: int = 1  # tokens per streamed SSE chunk
+    llm_prompt_cache_tokens: int = 8192  # prompt positions kept for reuse (KV + logits); 0: off
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,8 +69,12 @@ class Settings:
             "max_queue",
             "max_body_bytes",
             "max_examples",
+            "llm_max_running",
+            "llm_tokens_per_chunk",
         ):
             _require(name, getattr(self, name), minimum=1)
+        _require("llm_max_waiting", self.llm_max_waiting, minimum=0)
+        _require("llm_prompt_cache_tokens", self.llm_prompt_cache_tokens, minimum=0)
         _require("max_queue_delay_ms", self.max_queue_delay_ms, minimum=0)
         _require("request_timeout_s", self.request_timeout_s, minimum=0, strict=True)
         _require("torch_threads", self.torch_threads, minimum=0)

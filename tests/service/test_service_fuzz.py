@@ -108,6 +108,10 @@ def check_answer(answer: httpx.Response, route: str) -> None:
     if answer.status_code >= 400:
         body = answer.json()
         assert set(body) == {"error"}, body
+        if route.startswith("/v1/"):  # OpenAI-compatible routes: OpenAI's error body
+            assert set(body["error"]) == {"message", "type", "param", "code"}, body
+            assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+            return
         assert isinstance(body["error"], str) and body["error"]
 
 

@@ -167,7 +167,10 @@ def test_settings_refuse_inconsistent_security_values(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--models", "mlp,gpt"], "--models: unknown model 'gpt'; registered: mlp, encoder"),
+        (
+            ["--models", "mlp,gpt"],
+            "--models: unknown model 'gpt'; registered: mlp, encoder, tiny-gpt",
+        ),
         (["--weights", "mlp"], "expected NAME=PATH, got 'mlp'"),
         (["--weights", "gpt=x.pt"], "--weights gpt=x.pt: unknown model 'gpt'"),
         (["--weights", "mlp=/no/such.pt"], "--weights mlp=/no/such.pt: no such file"),
