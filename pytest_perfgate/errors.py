@@ -8,6 +8,7 @@
      │    └── FatalError                  (in the child) the run cannot start at all
      ├── GateError (RuntimeError)        a run that could not be judged
      ├── SampleError (ValueError)        a response time that is NaN, infinite or negative
+     ├── StreamError                     (in the child) a streamed response cut or malformed
      ├── CliError                        a ``perfgate`` command-line mistake
      └── BudgetExceeded (AssertionError) a verdict fails a test
           ├── ScenarioFailed              a load scenario's verdict
@@ -41,6 +42,7 @@ __all__ = [
     "SampleError",
     "ScenarioFailed",
     "ServiceError",
+    "StreamError",
 ]
 
 
@@ -97,6 +99,14 @@ class SampleError(PerfgateError, ValueError):
             f"{where}: response time {value!r} ms is not a finite, non-negative number "
             "(a clock or a load generator is broken)"
         )
+
+
+class StreamError(PerfgateError):
+    """A streamed response that broke off or was malformed: a failed request, not a crash.
+
+    The child fails the request with it, so its text is the failure's class in the reports
+    (``StreamError: stream ended without [DONE] after 12 content chunks``).
+    """
 
 
 class CliError(PerfgateError):

@@ -24,6 +24,7 @@ from pytest_perfgate.results.cells import ERRORS, MEAN, P50, P95, P99, RPS, ci_h
 from pytest_perfgate.results.jsonsafe import dumps
 from pytest_perfgate.results.locust_csv import analyze_locust_csv
 from pytest_perfgate.results.result import RESULT_FORMAT, stats_from_dict, stats_to_dict
+from pytest_perfgate.results.streams import stream_lines
 from pytest_perfgate.results.terminal import endpoint_table
 
 __all__ = ["FolderReading", "Loaded", "analyze", "load_result", "read_folder"]
@@ -203,6 +204,8 @@ def _print_analysis(item: Loaded, out: Callable[[str], None]) -> None:
     out(f"== {item.source} ({item.kind}, scenario {item.scenario}{verdict})")
     out(_headline(item))
     for line in endpoint_table(item.stats, item.analysis.grades):
+        out("  " + line)
+    for line in stream_lines(item.stats):  # none without streamed responses
         out("  " + line)
     if item.analysis.findings:
         out("findings:")

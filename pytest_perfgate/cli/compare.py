@@ -60,8 +60,8 @@ def _figure(stats: RunStats, endpoint: str, figure: str) -> float | None:
     e = stats.total if endpoint == TOTAL else stats.endpoints.get(endpoint)
     if e is None:
         return None
-    value = float(getattr(e, figure))
-    return value if math.isfinite(value) else None
+    value = e.figure(figure)  # None: a stream figure of a row without streams
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _worse_by(figure: str, old: float, new: float, tolerance: float) -> bool:

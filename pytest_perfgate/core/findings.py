@@ -40,11 +40,15 @@ __all__ = [
     "analysis_from_dict",
     "analyze",
     "classify_failure",
+    "endpoint_grade",
     "error_grade",
     "grade",
     "latency_grade",
     "metric_total",  # re-exported from core.service_metrics, where it lives
     "parse_prometheus_text",
+    "streamed",
+    "tpot_grade",
+    "ttft_grade",
 ]
 
 Severity = Literal["critical", "warning", "info"]
@@ -70,6 +74,41 @@ def error_grade(error_rate: float) -> str:
 def grade(p95_ms: float, error_rate: float) -> str:
     """The overall grade: the worse of the P95 grade and the error-rate grade."""
     return max(latency_grade(p95_ms), error_grade(error_rate), key=GRADES.index)
+
+
+# A streamed response's whole time is mostly its length (tokens x time per token), so an
+# endpoint that streams is graded and judged by what users feel: the time to the first
+# token and the time per output token after it. The steps follow MLPerf's LLM limits
+# (TTFT P99 2 s / TPOT 200 ms for llama2-70b server, 450 ms / 40 ms interactive) and
+# reading speed (about 5-10 tokens/s: TPOT beyond 100-200 ms lags behind the reader).
+_TTFT_STEPS = ((200.0, "Excellent"), (500.0, "Good"), (1000.0, "Acceptable"), (2000.0, "Poor"))
+_TPOT_STEPS = ((20.0, "Excellent"), (40.0, "Good"), (100.0, "Acceptable"), (200.0, "Poor"))
+
+
+def ttft_grade(ttft_p95_ms: float) -> str:
+    """Excellent < 200 ms <= Good < 500 <= Acceptable < 1 000 <= Poor < 2 000 <= Critical."""
+    return next((g for limit, g in _TTFT_STEPS if ttft_p95_ms < limit), "Critical")
+
+
+def tpot_grade(tpot_p95_ms: float) -> str:
+    """Excellent < 20 ms <= Good < 40 <= Acceptable < 100 <= Poor < 200 <= Critical."""
+    return next((g for limit, g in _TPOT_STEPS if tpot_p95_ms < limit), "Critical")
+
+
+def streamed(e: EndpointStats) -> bool:
+    """Whether ``e`` is judged by its streams (TTFT, TPOT), not its whole response time."""
+    return e.stream is not None and "ttft_p95" in e.figures
+
+
+def endpoint_grade(e: EndpointStats) -> str:
+    """``grade`` of a row; a streamed row: the worst of its TTFT P95, TPOT P95 (when
+    measured) and error-rate grades."""
+    if not streamed(e):
+        return grade(e.p95, e.error_rate)
+    parts = [ttft_grade(e.figures["ttft_p95"]), error_grade(e.error_rate)]
+    if "tpot_p95" in e.figures:
+        parts.append(tpot_grade(e.figures["tpot_p95"]))
+    return max(parts, key=GRADES.index)
 
 
 # --- values --------------------------------------------------------------------------
@@ -334,6 +373,9 @@ TAIL_MIN_REQUESTS = 100  # below this the P99 is one of the few slowest requests
 def _high_latency_findings(stats: RunStats) -> list[Finding]:
     found = []
     for e in _endpoints_or_total(stats):
+        if streamed(e):
+            found += _stream_latency_findings(e)
+            continue
         if e.requests == 0 or e.p95 <= HIGH_P95_MS:
             continue
         found.append(
@@ -363,6 +405,8 @@ def _high_latency_findings(stats: RunStats) -> list[Finding]:
 def _tail_findings(stats: RunStats) -> list[Finding]:
     found = []
     for e in _endpoints_or_total(stats):
+        if streamed(e):  # its response times are its lengths: a tail there is long answers
+            continue
         if e.requests < TAIL_MIN_REQUESTS or e.p95 <= 0 or e.p99 <= TAIL_RATIO * e.p95:
             continue
         ratio = e.p99 / e.p95
@@ -389,6 +433,61 @@ def _tail_findings(stats: RunStats) -> list[Finding]:
             )
         )
     return found
+
+
+#: (figure, label, warning above, critical from): TTFT as MLPerf's server limit (2 s at
+#: P99) and TPOT as reading speed (100 ms: 10 tokens/s) and MLPerf's limit (200 ms)
+_STREAM_LIMITS = (
+    ("ttft_p95", "TTFT", 1000.0, 2000.0),
+    ("tpot_p95", "TPOT", 100.0, 200.0),
+)
+
+
+def _stream_latency_findings(e: EndpointStats) -> list[Finding]:
+    """A streamed endpoint's slow first token or slow tokens (not its whole responses)."""
+    found = []
+    for key, label, limit, critical in _STREAM_LIMITS:
+        value = e.figures.get(key)
+        if value is None or value <= limit:
+            continue
+        found.append(
+            Finding(
+                kind=f"high_{label.lower()}",
+                severity="critical" if value >= critical else "warning",
+                title=f"{e.name}: {label} P95 {MS.format(value)} is above {MS.format(limit)}",
+                evidence=(
+                    f"{e.name} streamed {format_count(e.requests)} responses with {label} "
+                    f"P95 {MS.format(value)}{_ci_text(e, key)}; TTFT P50 "
+                    f"{_figure_text(e, 'ttft_p50')}, TPOT P95 {_figure_text(e, 'tpot_p95')} "
+                    f"(whole responses P95 {MS.format(e.p95)}, which grows with their length)."
+                ),
+                recommendations=_STREAM_ADVICE[label],
+                endpoint=e.name,
+                figures={key: value, "requests": e.requests, "p95": e.p95},
+            )
+        )
+    return found
+
+
+def _figure_text(e: EndpointStats, key: str) -> str:
+    value = e.figures.get(key)
+    return "unmeasured" if value is None else MS.format(value)
+
+
+_STREAM_ADVICE: Mapping[str, tuple[str, ...]] = {
+    "TTFT": (
+        "Requests wait for a running slot or a long prefill: raise the running batch "
+        "(max running sequences) or add replicas.",
+        "Bound the waiting queue so excess load is shed (429 + Retry-After) rather than "
+        "queued behind long generations.",
+        "Shorten prompts or cache their prefixes (prefix caching).",
+    ),
+    "TPOT": (
+        "Each decode step is slow: profile one step (torch.profiler); use a GPU or half precision.",
+        "A larger running batch raises throughput but slows every token: lower it if the "
+        "TPOT objective matters more than tokens/s.",
+    ),
+}
 
 
 def _dominant_endpoint(stats: RunStats) -> Finding | None:
@@ -634,6 +733,15 @@ def _loadgen_finding(cpu_percent: float | None) -> Finding | None:
 # --- analyze -------------------------------------------------------------------------
 
 
+def _total_grade(stats: RunStats, grades: Mapping[str, str]) -> str:
+    """``grade`` of the total; where an endpoint streams, whole response times of streams
+    and requests do not mix: the worst endpoint's grade and the total's error grade."""
+    total = stats.total
+    if not any(streamed(e) for e in stats.endpoints.values()):
+        return endpoint_grade(total)
+    return max([*grades.values(), error_grade(total.error_rate)], key=GRADES.index)
+
+
 def analyze(
     stats: RunStats,
     history: Sequence[Mapping[str, Any]] = (),
@@ -663,8 +771,8 @@ def analyze(
         _dominant_endpoint(stats),
     ]
     findings = sorted((f for f in candidates if f), key=lambda f: _SEVERITY_ORDER[f.severity])
-    grades = {e.name: grade(e.p95, e.error_rate) for e in stats.endpoints.values() if e.requests}
-    grades[TOTAL] = grade(total.p95, total.error_rate)
+    grades = {e.name: endpoint_grade(e) for e in stats.endpoints.values() if e.requests}
+    grades[TOTAL] = _total_grade(stats, grades)
     p95_ci = total.ci.get("p95")
     summary = Summary(
         p50=total.p50, p95=total.p95, p99=total.p99, mean=total.mean, rps=total.rps,

@@ -29,8 +29,11 @@ __all__ = [
     "METRICS",
     "REGRESSIONS",
     "SEVERITIES",
+    "SLO_KEYS",
+    "TOKENS_PER_S",
     "Metric",
     "Regression",
+    "Series",
     "Unit",
     "lookup",
     "metric",
@@ -42,6 +45,12 @@ Scope = Literal["endpoint", "run"]
 #: how a metric is judged (see ``core.verdict``): an interval on a quantile, on the mean,
 #: on a proportion; or a fact compared as it is (the maximum, a throughput, a run figure)
 Judge = Literal["quantile", "mean", "proportion", "fact"]
+#: the values a metric is computed over: every request's response time ("latency", which
+#: is also the series of the request-level figures: error rate, throughput), the time to
+#: first token of each streamed response ("ttft"), every gap between generated tokens
+#: ("itl", per token), each streamed response's time per output token ("tpot"), or the
+#: streamed responses as a whole ("stream": tokens per second, goodput)
+Series = Literal["latency", "ttft", "itl", "tpot", "stream"]
 
 
 # --- units -----------------------------------------------------------------------------
@@ -104,6 +113,8 @@ RPS = Unit("req/s", "a number of requests per second", _number_parser, format_nu
 MB = Unit("MB", "a number of megabytes", _number_parser, format_count)
 SECONDS = Unit("s", "a duration such as '10s'", _duration_parser, _seconds, never="never")
 UTILISATION = Unit("%", "a utilisation in percent", _number_parser, lambda v: f"{v:.0f}")
+TOKENS_PER_S = Unit("tok/s", "a number of generated tokens per second", _number_parser,
+                    format_number)  # fmt: skip
 
 
 # --- metrics ---------------------------------------------------------------------------
@@ -125,6 +136,7 @@ class Metric:
     q: float | None = None  # the quantile of a "quantile" metric
     stat: str | None = None  # the EndpointStats field it reads ("p95", "error_rate", "rps")
     absent: str = "no request was made"  # why a run figure can be missing (its budget INVALID)
+    series: Series = "latency"  # the values it is computed over (``Series``)
 
     def __repr__(self) -> str:
         return f"Metric({self.key!r})"
@@ -144,6 +156,11 @@ class Metric:
     @property
     def floor(self) -> bool:
         return self.direction == "floor"
+
+    @property
+    def streamed(self) -> bool:
+        """Whether it is a figure of streamed responses (absent from rows without any)."""
+        return self.series != "latency"
 
     def breached(self, observed: float, limit: float) -> bool:
         """Whether ``observed`` is on the wrong side of ``limit``."""
@@ -168,6 +185,26 @@ def _quantile(q: float, name: str, word: str) -> Metric:
 
 
 _GPU_ABSENT = "no GPU telemetry: no NVIDIA GPU, and the service's metrics have none"
+_STREAM_ABSENT = (
+    "no streamed response: the endpoint's responses carried no tokens (only a streaming "
+    "task measures TTFT, inter-token latency and tokens)"
+)
+_SERIES_WORDS = {
+    "ttft": ("TTFT", "time to first token (to the first chunk with generated content)"),
+    "itl": ("ITL", "inter-token latency (each gap between generated tokens, per token)"),
+    "tpot": ("TPOT", "time per output token of each streamed response"),
+}
+
+
+def _stream_quantile(series: Series, q: float, name: str, word: str) -> Metric:
+    short, what = _SERIES_WORDS[series]
+    label = f"{short} {name}"
+    return Metric(
+        f"{series}_{name}_ms", label, label, MS, "ceiling", "endpoint", "quantile",
+        f"{word} {what} must stay below this many milliseconds", q=q,
+        stat=f"{series}_{name}", absent=_STREAM_ABSENT, series=series,
+    )  # fmt: skip
+
 
 METRICS: tuple[Metric, ...] = (
     _quantile(0.50, "p50", "median"),
@@ -201,6 +238,23 @@ METRICS: tuple[Metric, ...] = (
            "the service's resident memory may grow by at most this many MB over the run "
            "(its metrics)",
            absent="the service's metrics have no resident memory (see service.metrics.rss)"),
+    _stream_quantile("ttft", 0.50, "p50", "median"),
+    _stream_quantile("ttft", 0.95, "p95", "95th percentile"),
+    _stream_quantile("ttft", 0.99, "p99", "99th percentile"),
+    _stream_quantile("itl", 0.95, "p95", "95th percentile"),
+    _stream_quantile("itl", 0.99, "p99", "99th percentile"),
+    _stream_quantile("tpot", 0.95, "p95", "95th percentile"),
+    Metric("output_tokens_per_s", "output tokens/s", "tok/s", TOKENS_PER_S, "floor",
+           "endpoint", "fact",
+           "generated tokens per second over the measured window, all streams together, "
+           "must reach at least this many", stat="output_tokens_per_s",
+           absent=_STREAM_ABSENT, series="stream"),
+    Metric("goodput", "goodput", "goodput", SHARE, "floor", "endpoint", "proportion",
+           "share of the streaming endpoints' requests meeting every per-request slo: of the "
+           "scenario (errors and malformed streams are misses) must reach this fraction",
+           stat="goodput", series="stream",
+           absent="no goodput: it needs streamed responses and a per-request slo: "
+           "(ttft_ms, tpot_ms, e2e_ms) in the scenario"),
 )  # fmt: skip
 
 
@@ -297,6 +351,11 @@ REGRESSIONS: tuple[Regression, ...] = (
                "('0.5%' = 0.005)"),
     Regression("rps_regression", metric("min_rps"), "drop",
                "throughput may drop by at most this share below the baseline ('10%')"),
+    _latency_regression("ttft_p95", "95th percentile time to first token"),
+    _latency_regression("tpot_p95", "95th percentile time per output token"),
+    Regression("output_tokens_regression", metric("output_tokens_per_s"), "drop",
+               "output tokens per second may drop by at most this share below the baseline "
+               "('10%')"),
 )  # fmt: skip
 _REGRESSION_BY_KEY = {r.key: r for r in REGRESSIONS}
 
@@ -317,6 +376,14 @@ def lookup(key: str, where: str) -> Metric | Regression:
 
 
 SEVERITIES = ("block", "warn")
+
+#: the per-request service-level objectives a scenario's ``slo:`` may set (milliseconds,
+#: read with the ``MS`` unit): what ``goodput`` counts a request as good by
+SLO_KEYS: Mapping[str, str] = {
+    "ttft_ms": "time to first token at most this many milliseconds",
+    "tpot_ms": "time per output token at most this many milliseconds",
+    "e2e_ms": "whole response at most this many milliseconds",
+}
 
 #: every budget key and its help text, in registry order: the one schema behind YAML
 #: budgets, ``@pytest.mark.perf_budget``, ``result.check(**budget)`` and ``--markers``

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import subprocess
@@ -36,7 +37,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 from pytest_perfgate.core.model import Scenario, Task, scenario_settings
 from pytest_perfgate.core.stats import Sample, percentile
@@ -56,6 +57,7 @@ from pytest_perfgate.load.protocol import (
     Row,
     ScenarioSpec,
     TaskSpec,
+    TwinSpec,
     decode_row,
     stop_line,
 )
@@ -84,11 +86,15 @@ LOG_TAIL_LINES = 20
 class LocustDriver:
     """The ``LoadDriver`` that runs each scenario in a Locust child process.
 
-    ``env`` is added to the child's environment (the parent's own is inherited).
+    ``env`` is added to the child's environment (the parent's own is inherited). ``twin``
+    makes every run an A/B run: each task also drives that baseline (``core.duet``).
     """
 
-    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, twin: TwinSpec | None = None
+    ) -> None:
         self.env = dict(env or {})
+        self.twin = twin
 
     def run(
         self,
@@ -110,6 +116,8 @@ class LocustDriver:
         workdir = (cwd or Path.cwd()).resolve()
         files = output_files(results_dir, prefix)
         spec = child_spec(scenario, host, results_dir / prefix, workdir)
+        if self.twin is not None:
+            spec["twin"] = self.twin
         if spec["distributed"]:
             files["worker_locustfile"] = Path(spec["distributed"]["locustfile"])
         proc = _start_child(files["log"], workdir, child_env(self.env))
@@ -175,7 +183,7 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> Chil
     settings = {
         "name": scenario.name,
         **scenario_settings(scenario),
-        "tasks": [_task_spec(t) for t in scenario.tasks],
+        "tasks": [_task_spec(t, scenario.seed + i) for i, t in enumerate(scenario.tasks)],
         "locustfile": locustfile,
         "user_classes": list(scenario.user_classes),
         "tags": list(scenario.tags),
@@ -191,6 +199,7 @@ def child_spec(scenario: Scenario, host: str, base: Path, workdir: Path) -> Chil
         "stop_timeout_s": scenario.request_timeout_s,
         "report_interval_s": 0.5,
         "sys_path": [str(workdir)],
+        "twin": None,  # an A/B run: LocustDriver(twin=...) sets the baseline
     }
 
 
@@ -222,7 +231,7 @@ def master_address(master_bind: str, *, external: bool) -> tuple[str, int]:
     return master_bind, DEFAULT_MASTER_PORT if external else 0
 
 
-def _task_spec(task: Task) -> TaskSpec:
+def _task_spec(task: Task, seed: int = 0) -> TaskSpec:
     return {
         "method": task.method,
         "path": task.path,
@@ -231,6 +240,27 @@ def _task_spec(task: Task) -> TaskSpec:
         "json": task.json,
         "json_factory": task.json_factory,
         "headers": dict(task.headers),
+        **_stream_spec(task, seed),  # type: ignore[typeddict-item] # its NotRequired keys
+    }
+
+
+def _stream_spec(task: Task, seed: int) -> dict[str, Any]:
+    """A streaming task's keys (``load.sse``), ``seed`` that of its draws; none for a plain one."""
+    if task.kind == "http":
+        return {}
+    max_tokens = task.max_tokens
+    if max_tokens is not None and not isinstance(max_tokens, int):
+        max_tokens = dict(max_tokens)
+    return {
+        "kind": task.kind,
+        "model": task.model,
+        "prompts": list(task.prompts),
+        "max_tokens": max_tokens,
+        "temperature": task.temperature,
+        "stream": task.stream,
+        "extra_body": dict(task.extra_body),
+        "tokens_field": task.tokens_field,
+        "seed": seed,
     }
 
 
@@ -525,7 +555,10 @@ def arrival_shortfall(
     if rate is None or duration_s <= 0:
         return None
     achieved = sum(1 for s in samples if 0 <= s.t < duration_s) / duration_s
-    if achieved >= ARRIVAL_SHORTFALL * rate and not dropped:
+    # random gaps (poisson, gamma) make the count due random too: variance n / burstiness
+    due = rate * duration_s
+    chance = 0.0 if scenario.arrivals == "uniform" else 4 * math.sqrt(due / scenario.burstiness)
+    if achieved * duration_s >= ARRIVAL_SHORTFALL * due - chance and not dropped:
         return None
     return (
         f"target {rate:g} req/s, achieved {achieved:.3g} req/s: {dropped} requests dropped "

@@ -40,6 +40,7 @@ __all__ = [
     "StartedMessage",
     "StreamRow",
     "TaskSpec",
+    "TwinSpec",
     "WorkerSamplesMessage",
     "decode_row",
     "encode_row",
@@ -50,7 +51,7 @@ __all__ = [
 # --- the spec: the first line of the child's stdin --------------------------------------
 
 
-class TaskSpec(TypedDict):
+class _PlainTaskSpec(TypedDict):
     method: str
     path: str
     name: str  # "POST /predict"
@@ -58,6 +59,24 @@ class TaskSpec(TypedDict):
     json: Any  # a static request body, or None
     json_factory: str | None  # "module:callable", imported in the child
     headers: dict[str, str]  # values may hold ${NAME}, expanded in the child
+
+
+class TaskSpec(_PlainTaskSpec, total=False):
+    """A task; a streaming one (``load.sse``) has the keys below, a plain one none of them.
+
+    ``total=False`` rather than ``NotRequired``: under ``from __future__ import
+    annotations`` Python 3.11 counts ``NotRequired`` keys in ``__required_keys__``.
+    """
+
+    kind: str  # "http", "openai_chat", "openai_completions" or "sse"
+    model: str | None
+    prompts: list[Any]  # chat: message lists; completions: strings
+    max_tokens: Any  # an int, {"min", "max"} or {"mean", "sd"}; None: unset
+    temperature: float | None
+    stream: bool
+    extra_body: dict[str, Any]  # merged into the request body
+    tokens_field: str | None  # sse: the event's field counting its tokens
+    seed: int  # of the draws of prompts and max_tokens
 
 
 class ScenarioSpec(TypedDict):
@@ -73,6 +92,9 @@ class ScenarioSpec(TypedDict):
     request_timeout_s: float
     min_samples: int
     arrival_rate: float | None  # the open model; None: Locust's closed model
+    arrivals: str  # the open model's gaps: "uniform", "poisson" or "gamma"
+    burstiness: float  # gamma gaps' shape (1: Poisson)
+    seed: int  # of the arrival gaps (a worker adds its index) and of the tasks' draws
     shape: str | None  # the shape's kind
     stages: list[list[float]] | None  # the shape's [end time s, users, spawn rate]
     tasks: list[TaskSpec]
@@ -92,6 +114,15 @@ class DistributedSpec(TypedDict):
     locustfile: str  # where the master writes the worker locustfile
 
 
+class TwinSpec(TypedDict):
+    """An A/B run: every task also drives the baseline at ``url`` (``core.duet``)."""
+
+    url: str  # the baseline's base URL; its requests' names end in core.duet.BASELINE_SUFFIX
+    mode: Literal["duet", "interleaved"]  # both back to back, or alternating rounds
+    round_s: float  # interleaved: seconds per round, timed from the load's start
+    seed: int  # of the random orders
+
+
 class ChildSpec(TypedDict):
     scenario: ScenarioSpec
     distributed: DistributedSpec | None  # None: one process
@@ -101,6 +132,7 @@ class ChildSpec(TypedDict):
     stop_timeout_s: float
     report_interval_s: float
     sys_path: list[str]  # prepended in the child: json_factory modules, locustfiles
+    twin: TwinSpec | None  # an A/B run's baseline (core.duet); None: no A/B run
 
 
 # --- the parent's stop command ----------------------------------------------------------

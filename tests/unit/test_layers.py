@@ -121,6 +121,10 @@ def test_only_the_child_process_imports_locust_or_gevent() -> None:
     assert importers == []  # it runs as ``python -m``, never imported
 
 
+def test_the_stream_reader_is_pure_so_its_rules_are_tested_without_a_server() -> None:
+    assert _violations(f"{NAME}.load.sse", (*HEAVY, *IO)) == []
+
+
 def test_only_the_pytest_surface_imports_pytest() -> None:
     users = {i.module for i in ALL_IMPORTS if _in(i.target, "pytest", "_pytest")}
     assert {u for u in users if not _in(u, f"{NAME}.plugin")} == set()

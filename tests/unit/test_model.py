@@ -76,8 +76,8 @@ def test_scenario_settings_is_one_json_ready_dict_of_the_load() -> None:
     assert scenario_settings(scenario) == {
         "users": 5, "spawn_rate": 5.0, "duration_s": 30.0, "wait_s": [0.5, 2.0],
         "warmup_s": 0.0, "processes": 1, "request_timeout_s": 10.0, "min_samples": 50,
-        "arrival_rate": None, "shape": "spike",
-        "stages": [[10.0, 5, 5.0], [20.0, 50, 50.0], [30.0, 5, 5.0]],
+        "arrival_rate": None, "arrivals": "uniform", "burstiness": 1.0, "seed": 0,
+        "shape": "spike", "stages": [[10.0, 5, 5.0], [20.0, 50, 50.0], [30.0, 5, 5.0]],
     }  # fmt: skip
 
 

@@ -43,7 +43,8 @@ def test_the_json_result_holds_settings_statistics_budgets_verdict_and_findings(
         "users": 10, "spawn_rate": 2.0, "duration_s": 60.0, "wait_s": [0.5, 2.0],
         "warmup_s": 5.0, "processes": 1, "request_timeout_s": 10.0, "min_samples": 50,
         "arrival_rate": None, "shape": None, "stages": None,
-    }  # fmt: skip
+        "arrivals": "uniform", "burstiness": 1.0, "seed": 0,
+        }  # fmt: skip
     assert data["started_at"] == "2024-05-01T10:00:00+00:00"
     assert (data["duration_s"], data["stop_reason"]) == (60.0, "duration")
     mlp = data["statistics"]["endpoints"]["POST /predict mlp"]
