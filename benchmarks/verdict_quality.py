@@ -60,7 +60,7 @@ RATE = 20
 RATIOS = (0.50, 0.80, 0.90, 0.95, 0.99, 1.01, 1.10, 1.25, 1.50)
 MODELS = ("lognormal", "pareto", "bimodal", "ar1_0.5", "ar1_0.9", "gc", "mm1", "bursts", "nine")
 QUICK_MODELS = ("lognormal", "ar1_0.9", "gc", "mm1", "bursts", "nine")
-QUICK_RATIOS = (0.80, 0.95, 1.10, 1.25)
+QUICK_RATIOS = (0.80, 0.99, 1.01, 1.10, 1.25)
 ENDPOINTS = ("GET /a", "GET /b")
 Z = NormalDist()
 SIGMA = 0.5
@@ -316,11 +316,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="fewer models, ratios and runs")
     parser.add_argument("--models", nargs="*", choices=MODELS, help="only these models")
+    parser.add_argument("--ratios", nargs="*", type=float, help="only these ratios (1.01 ...)")
     opts = parser.parse_args()
     models, ratios, runs = MODELS, RATIOS, opts.runs
     if opts.quick:
         models, ratios, runs = QUICK_MODELS, QUICK_RATIOS, min(opts.runs, 40)
     models = tuple(opts.models or models)
+    ratios = tuple(opts.ratios or ratios)
     chunks = max(1, opts.workers)
     tasks = [
         (model, ratios, runs // chunks + (i < runs % chunks), opts.duration, opts.seed * 100 + i)

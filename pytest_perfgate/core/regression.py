@@ -14,7 +14,9 @@ allowance, FAIL when it is wholly above, INCONCLUSIVE otherwise (the rule of ``v
 Both runs' samples count as independent draws (within a run, ``ess_factor`` widens for
 dependence in time: the block factor of ``stats.summarize(correlated=True)``). The gate
 judges allowances at the level Bonferroni gives over all the scenario's blocking checks.
-Requests never sent have no response time (``samples_by_endpoint(sent_only=True)``).
+Requests never sent have no response time: they are left out of every latency (here,
+in ``samples_by_endpoint`` and in stored baselines) and count as failures in the error
+rate and as requests in the throughput (``BaselineRow.not_sent``).
 
 - ``p50/p95/p99_regression``: the relative change ``new_q / base_q - 1``. Each run's
   order-statistic interval (``stats.quantile_ci``) is taken at ``sqrt(level)``; the runs
@@ -52,7 +54,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
-from pytest_perfgate.core.metrics import REGRESSIONS, Regression, regression
+from pytest_perfgate.core.metrics import REGRESSIONS, Regression, Series, regression
 from pytest_perfgate.core.model import scenario_settings
 from pytest_perfgate.core.numbers import format_count, format_level
 from pytest_perfgate.core.stats import (
@@ -65,6 +67,7 @@ from pytest_perfgate.core.stats import (
     proportion_ci,
     quantile_ci,
     samples_needed,
+    series_values,
 )
 from pytest_perfgate.core.verdict import Check, Outcome, interval_outcome, more_samples_text
 from pytest_perfgate.errors import ConfigError
@@ -80,13 +83,14 @@ __all__ = [
     "regression_message",
     "samples_by_endpoint",
     "scenario_settings",
+    "series_by_endpoint",
 ]
 
 #: regression keys and their help text (the registry's), beside the metrics' in budgets
 REGRESSION_HELP: Mapping[str, str] = {r.key: r.help for r in REGRESSIONS}
 REGRESSION_KEYS = tuple(REGRESSION_HELP)
 #: settings whose change makes latencies incomparable (duration only changes ``n``)
-_LOAD_KEYS = ("users", "wait_s", "arrival_rate", "stages")
+_LOAD_KEYS = ("users", "wait_s", "arrival_rate", "arrivals", "burstiness", "seed", "stages")
 
 
 # --- regression budgets ----------------------------------------------------------------
@@ -122,10 +126,16 @@ class BaselineRow:
     failures: int
     rps: float
     ess_factor: float = 1.0
+    #: streamed series ("ttft", "tpot"): sorted values and their variance inflation
+    series: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    series_ess: Mapping[str, float] = field(default_factory=dict)
+    #: requests never sent (``stats.NOT_SENT``): failures without a response time
+    not_sent: int = 0
 
     @property
     def requests(self) -> int:
-        return len(self.sorted_ms)
+        """Every request, never-sent ones included (the error rate's denominator)."""
+        return len(self.sorted_ms) + self.not_sent
 
     def __repr__(self) -> str:
         return f"BaselineRow({self.name!r}, n={self.requests}, failures={self.failures})"
@@ -155,18 +165,39 @@ class Baseline:
 
 
 def samples_by_endpoint(
-    samples: Iterable[Sample], *, sent_only: bool = False
+    samples: Iterable[Sample], *, sent_only: bool = True
 ) -> dict[str, list[float]]:
     """Response times per endpoint key, in arrival order (failures included, as in ``stats``).
 
-    ``sent_only`` leaves out requests never sent (``stats.NOT_SENT``: no response time);
-    an endpoint whose requests were all unsent then has an empty list.
+    Requests never sent (``stats.NOT_SENT``) have no response time and are left out (an
+    endpoint whose requests were all unsent has an empty list), as everywhere latencies
+    are judged or stored; ``sent_only=False`` keeps their placeholder ``ms``.
     """
     found: dict[str, list[float]] = {}
     for s in samples:
         times = found.setdefault(s.name, [])
         if not sent_only or s.status != NOT_SENT:
             times.append(s.ms)
+    return found
+
+
+#: the streamed series a baseline keeps (one value per response: TTFT, TPOT), and the
+#: output tokens of each response (``TOKENS``, for ``output_tokens_regression``)
+STORED_SERIES: tuple[Series, ...] = ("ttft", "tpot")
+TOKENS = "output_tokens"
+
+
+def series_by_endpoint(samples: Iterable[Sample]) -> dict[str, dict[str, list[float]]]:
+    """The stored streamed series (``STORED_SERIES``) per endpoint key, in arrival order;
+    endpoints without a streamed response are left out."""
+    found: dict[str, dict[str, list[float]]] = {}
+    for s in samples:
+        if s.stream is None:
+            continue
+        row = found.setdefault(s.name, {})
+        for series in STORED_SERIES:
+            row.setdefault(series, []).extend(series_values(s, series))
+        row.setdefault(TOKENS, []).append(float(s.stream.output_tokens))
     return found
 
 
@@ -194,14 +225,21 @@ class RegressionCheck(Check):
 class _Side:
     """One run's data for one endpoint, as the comparisons need it."""
 
-    sorted_ms: Sequence[float]
+    sorted_ms: Sequence[float]  # values of the requests sent
     failures: int
     duration_s: float
     ess_factor: float
+    not_sent: int = 0  # failed requests without a response time
 
     @property
     def n(self) -> int:
+        """Requests with a value: the latencies' sample size."""
         return len(self.sorted_ms)
+
+    @property
+    def requests(self) -> int:
+        """Every request, never-sent ones included (error rate, throughput)."""
+        return self.n + self.not_sent
 
     @property
     def n_eff(self) -> int:
@@ -226,24 +264,25 @@ def compare(
     endpoint: str = TOTAL,
     severity: str = "block",
     settings: Mapping[str, Any] | None = None,
+    series: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> tuple[Check, ...]:
     """Judge this run's ``endpoint`` (``TOTAL`` by default) against ``baseline``.
 
     ``regressions`` maps regression keys to allowances (``parse_regressions``). With
     ``settings`` (``core.model.scenario_settings`` of this run), a baseline that ran another load
-    makes every check INVALID. The checks join the scenario's verdict.
+    makes every check INVALID. The checks join the scenario's verdict. ``series``
+    (``series_by_endpoint``) holds this run's streamed series, for TTFT/TPOT allowances.
     """
     if not regressions:
         return ()
-    base = _base_side(baseline, endpoint)
-    new = _new_side(samples_ms_by_endpoint, stats, endpoint)
-    reason = _invalid_reason(baseline, endpoint, base, new, settings)
     checks = []
     for key, allowance in regressions.items():
         try:
             allowed = regression(key)
         except KeyError:
             raise ValueError(f"unknown regression metric {key!r}") from None
+        base, new, reason = _sides(baseline, samples_ms_by_endpoint, stats, endpoint,
+                                   allowed, series or {}, settings)  # fmt: skip
         head = (baseline.scenario, endpoint, key, allowance)
         if reason or base is None or new is None:
             checks.append(RegressionCheck(
@@ -275,11 +314,54 @@ def _judge(
     )  # fmt: skip
 
 
+def _sides(
+    baseline: Baseline, samples: Mapping[str, Sequence[float]], stats: RunStats, endpoint: str,
+    allowed: Regression, series: Mapping[str, Mapping[str, Sequence[float]]],
+    settings: Mapping[str, Any] | None,
+) -> tuple[_Side | None, _Side | None, str]:  # fmt: skip
+    """Both runs' data for one allowance, and why they cannot be compared ("" when they can)."""
+    kind: str = allowed.metric.series
+    if kind == "stream":  # output tokens/s: each response's tokens
+        kind = TOKENS
+    if kind == "latency":
+        base, new = _base_side(baseline, endpoint), _new_side(samples, stats, endpoint)
+        return base, new, _invalid_reason(baseline, endpoint, base, new, settings)
+    base, new = _base_series(baseline, endpoint, kind), _new_series(series, stats, endpoint, kind)
+    reason = _invalid_reason(baseline, endpoint, base, new, settings)
+    if base is None and baseline.row(endpoint) is not None:
+        reason = (
+            f"baseline {baseline.name!r} ({baseline.path}) has no streamed response of "
+            f"{endpoint}; save a new baseline"
+        )
+    elif new is None and base is not None:
+        reason = f"{endpoint}: no streamed response in this run"
+    return base, new, reason
+
+
+def _base_series(baseline: Baseline, endpoint: str, kind: str) -> _Side | None:
+    row = baseline.row(endpoint)
+    values = row.series.get(kind, ()) if row is not None else ()
+    if row is None or not values:
+        return None
+    return _Side(values, row.failures, baseline.duration_s, row.series_ess.get(kind, 1.0))
+
+
+def _new_series(
+    series: Mapping[str, Mapping[str, Sequence[float]]], stats: RunStats, endpoint: str, kind: str
+) -> _Side | None:
+    row = stats.total if endpoint == TOTAL else stats.endpoints.get(endpoint)
+    rows = series.values() if endpoint == TOTAL else [series.get(endpoint, {})]
+    values = sorted(x for found in rows for x in found.get(kind, ()))
+    if row is None or not values:
+        return None
+    return _Side(values, row.failures, stats.duration_s, row.factor(f"{kind}_p95"))
+
+
 def _base_side(baseline: Baseline, endpoint: str) -> _Side | None:
     row = baseline.row(endpoint)
-    if row is None or row.requests == 0:
+    if row is None or not row.sorted_ms:
         return None
-    return _Side(row.sorted_ms, row.failures, baseline.duration_s, row.ess_factor)
+    return _Side(row.sorted_ms, row.failures, baseline.duration_s, row.ess_factor, row.not_sent)
 
 
 def _new_side(
@@ -291,7 +373,8 @@ def _new_side(
     values = [x for ms in samples.values() for x in ms] if endpoint == TOTAL else samples[endpoint]
     if not values:  # every request failed before it was sent: no response time to compare
         return None
-    return _Side(sorted(values), row.failures, stats.duration_s, row.ess_factor)
+    not_sent = max(row.requests - len(values), 0)  # ``samples`` holds sent requests only
+    return _Side(sorted(values), row.failures, stats.duration_s, row.ess_factor, not_sent)
 
 
 def _invalid_reason(
@@ -382,8 +465,9 @@ def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
 def _error_change(base: _Side, new: _Side, level: float) -> _Change:
     """Newcombe's hybrid score interval of ``p_new - p_base`` (method 10, 1998)."""
     z = NormalDist().inv_cdf((1.0 + level) / 2.0)
-    p1, p2 = new.failures / new.n, base.failures / base.n
-    (l1, u1), (l2, u2) = _wilson(new.failures, new.n, z), _wilson(base.failures, base.n, z)
+    p1, p2 = new.failures / new.requests, base.failures / base.requests
+    (l1, u1) = _wilson(new.failures, new.requests, z)
+    (l2, u2) = _wilson(base.failures, base.requests, z)
     d = p1 - p2
     ci = (d - math.hypot(p1 - l1, u2 - p2), d + math.hypot(u1 - p1, p2 - l2))
     return _Change(d, ci, p2, p1)
@@ -392,20 +476,37 @@ def _error_change(base: _Side, new: _Side, level: float) -> _Change:
 def _rps_change(base: _Side, new: _Side, level: float) -> _Change:
     """Drop ``1 - new_rate / base_rate``; new count | total ~ Binomial under Poisson arrivals."""
     t_base, t_new = base.duration_s, new.duration_s
-    low, high = proportion_ci(new.n, new.n + base.n, level)
+    low, high = proportion_ci(new.requests, new.requests + base.requests, level)
 
     def rate_ratio(share: float) -> float:
         return math.inf if share >= 1.0 else share / (1.0 - share) * t_base / t_new
 
-    base_rps, new_rps = base.n / t_base, new.n / t_new
+    base_rps, new_rps = base.requests / t_base, new.requests / t_new
     return _Change(1.0 - new_rps / base_rps, (1.0 - rate_ratio(high), 1.0 - rate_ratio(low)),
                    base_rps, new_rps)  # fmt: skip
+
+
+def _tokens_change(base: _Side, new: _Side, level: float) -> _Change:
+    """Drop of output tokens/s: the rate of streamed responses (``_rps_change``) times
+    their mean tokens (two normal-approximation mean intervals), each ratio at
+    ``sqrt(level)``; approximate as the mean intervals are."""
+    inner = math.sqrt(level)
+    rate = _rps_change(base, new, inner)  # drop of responses per second
+    mean = _mean_change(base, new, inner)  # relative change of tokens per response
+    low = (1.0 - rate.ci[1]) * max(1.0 + mean.ci[0], 0.0)
+    high = (1.0 - rate.ci[0]) * (1.0 + mean.ci[1])
+    base_tps = math.fsum(base.sorted_ms) / base.duration_s
+    new_tps = math.fsum(new.sorted_ms) / new.duration_s
+    drop = 1.0 - new_tps / base_tps if base_tps > 0 else 0.0
+    return _Change(drop, (1.0 - high, 1.0 - low), base_tps, new_tps)
 
 
 def _change_of(allowed: Regression) -> Callable[[_Side, _Side, float], _Change]:
     """How the change of an allowance is measured, by the kind of change and its metric."""
     if allowed.change == "points":
         return _error_change
+    if allowed.change == "drop" and allowed.metric.series == "stream":
+        return _tokens_change
     if allowed.change == "drop":
         return _rps_change
     if allowed.metric.judge == "quantile" and allowed.metric.q is not None:

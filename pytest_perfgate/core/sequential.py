@@ -38,9 +38,17 @@ is. Every log-likelihood ratio is divided by the variance inflation ``f`` of the
 measured by batch means over blocks of whole seconds (``stats.block_dependence``: the
 blocks' variance of the hit count over the binomial one, at the first block length where
 it stops growing; while it still grows at the longest blocks the run allows, no early
-PASS). Tempering is exact for blocks of ``f`` identical hits (the tempered
-ratio is the likelihood ratio of the blocks) and approximate for other dependence;
-``benchmarks/verdict_quality.py`` measures it on queues, GC pauses, AR(1) and bursts.
+PASS). A percentile's ``f`` is at least that of the requests over a lower quantile
+(``stats.reference_dependence``: p75 for a p95), which are five times as many: a run
+that has seen few or no hits over the budget cannot measure how they cluster, but the
+latencies around them show how long they stay high together (in a queue, the tail's own
+``f`` is larger still). Tempering is exact for blocks of ``f`` identical hits (the
+tempered ratio is the likelihood ratio of the blocks) and approximate for other
+dependence; ``benchmarks/verdict_quality.py`` measures it on queues, GC pauses, AR(1)
+and bursts.
+A budget on a streamed series (TTFT, ITL per token, TPOT) is the same test on the hits
+of its own values, each in its request's second; ``goodput`` counts the requests that
+miss the scenario's ``slo`` (``stats.meets_slo``) among those of endpoints seen streaming.
 Requests never sent (``stats.NOT_SENT``) have no response time: they count as failures
 for the error rate and are left out of every latency budget.
 
@@ -49,10 +57,13 @@ under repeated looks without assumptions on the tails), and the pass side of ``m
 and of ``error_rate: 0`` (one more request may breach them; their breach is certain at
 the first offending request). A scenario with such a blocking budget never stops early
 for PASS. An early PASS also needs ``min_duration_s`` of measured time (slow drifts,
-periodic pauses) and ``min_samples`` requests; an abort needs the breach to hold at every
-look for ``abort_window_s`` (a short stall does not end a run), and, for a share budget,
-``MIN_EXPECTED_HITS / p0`` requests (500 for a p95, 2 500 for a 1 % error rate): failures
-in bursts that have not come yet cannot be measured.
+periodic pauses), ``min_samples`` requests, and enough requests that clusters of hits
+would have shown had they come: for a percentile ``n * p0 / f >= MIN_EXPECTED_HITS``
+(500 requests for a p95 of independent requests, ``f`` times as many under dependence),
+for an error rate ``n * p0 >= MIN_EXPECTED_FAILURES`` (5 000 requests for a 1 % budget:
+failures have no latency to measure their clustering by before they come). An abort
+needs the breach to hold at every look for ``abort_window_s`` (a short stall does not
+end a run).
 
 Over 450 lines: the stopping rule, its monitors and the confidence sequences inverted
 from the same test stay in one module, so the rule and the intervals it leaves agree.
@@ -66,7 +77,7 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Literal
 
-from pytest_perfgate.core.metrics import SECONDS, Metric, metric
+from pytest_perfgate.core.metrics import SECONDS, Metric, Series, metric
 from pytest_perfgate.core.model import Budget, Scenario
 from pytest_perfgate.core.numbers import format_count
 from pytest_perfgate.core.stats import (
@@ -77,7 +88,10 @@ from pytest_perfgate.core.stats import (
     block_dependence,
     check_ms,
     log_mean_exp,
+    meets_slo,
     mixture,
+    reference_dependence,
+    series_values,
 )
 
 __all__ = [
@@ -92,10 +106,20 @@ __all__ = [
 
 State = Literal["continue", "pass", "fail"]
 
-#: an early PASS needs the requests in which the budget's own share makes this many hits:
-#: hits that come in clusters (bursts of failures) show only once some clusters have
-#: come, and a run too short to have seen one cannot measure them
+#: an early PASS of a percentile needs the requests in which the budget's own share makes
+#: this many hits in independent units (``n * p0 / f``, ``f`` at least a lower quantile's):
+#: hits that come in clusters show only once some clusters have come
 MIN_EXPECTED_HITS = 25
+#: an early PASS of an error rate needs this many failures expected at the budget's share
+#: (``n * p0``): failures have no latency to measure their clustering by before they
+#: come, so the run must be long enough that bursts of up to 10 would have shown (about
+#: 5 of them; none at all has probability under 1 %)
+MIN_EXPECTED_FAILURES = 50
+#: for those counts, a factor counts as dependence once it is this many standard errors
+#: over 1 (``stats.block_dependence``'s ``noise``): it is asked at every look
+GUARD_SE = 4.0
+#: a percentile's floor is measured again once its requests grew by this factor
+FLOOR_GROWTH = 1.05
 
 
 @dataclass(frozen=True)
@@ -150,14 +174,20 @@ class ShareTest:
             n += 1
         self.n = n
 
-    def dependence(self) -> Dependence:
-        """The hits' dependence in time, by batch means over blocks of ticks."""
+    def dependence(self, noise: float | None = None) -> Dependence:
+        """The hits' dependence in time, by batch means over blocks of ticks.
+
+        ``noise``: how many standard errors from 1 every factor may be and still count
+        as independent (``stats.block_dependence``'s default when None).
+        """
         if not self._ticks:
             return Dependence(1.0, 0)
         first, last = min(self._ticks), max(self._ticks)
         empty = (0, 0)
         counts = [tuple(self._ticks.get(k, empty)) for k in range(first, last + 1)]
-        return block_dependence(counts)  # type: ignore[arg-type]
+        if noise is None:
+            return block_dependence(counts)  # type: ignore[arg-type]
+        return block_dependence(counts, noise)  # type: ignore[arg-type]
 
     def ess_factor(self) -> float:
         """Variance inflation ``f >= 1`` of the hits (``dependence().factor``)."""
@@ -180,11 +210,12 @@ class ShareTest:
             fail, pass_ = [v / f for v in fail], [v / f for v in pass_]
         log_fail, log_pass = log_mean_exp(fail), log_mean_exp(pass_)
         state: State = "continue"
-        if log_fail >= self.threshold:
+        # neither side while the variance still grows with the block length: the
+        # dependence is longer than the run can measure yet, and ``f`` too low (a queue
+        # that starts in a long busy period would otherwise abort in its first seconds)
+        if log_fail >= self.threshold and settled:
             state = "fail"
         elif log_pass >= self.threshold and settled:
-            # no PASS while the variance still grows with the block length: the dependence
-            # is longer than the run can measure, and ``f`` too low
             state = "pass"
         return Decision(state, self.n, self.hits, self.p0, log_pass, log_fail, self.threshold, f)
 
@@ -220,11 +251,30 @@ class _Batch:
     ms: Sequence[float]
     ok: Sequence[bool]
     ticks: Sequence[int] | None  # None: by arrival index
+    samples: Sequence[Sample] = ()  # the requests themselves (their streams), when known
 
     @classmethod
     def of(cls, samples: Sequence[Sample]) -> _Batch:
         ms = [check_ms(s.ms, f"{s.name} request at {s.t:.3f} s") for s in samples]
-        return cls(ms, [s.ok for s in samples], [math.floor(s.t) for s in samples])
+        return cls(ms, [s.ok for s in samples], [math.floor(s.t) for s in samples], samples)
+
+    def series(self, series: Series) -> tuple[list[float], list[int]]:
+        """The values of a streamed series (``stats.series_values``), each with its
+        request's tick: every token gap of a request in the request's second."""
+        values: list[float] = []
+        ticks: list[int] = []
+        for s in self.samples:
+            found = series_values(s, series)
+            values += (check_ms(x, f"{s.name} {series} at {s.t:.3f} s") for x in found)
+            ticks += [math.floor(s.t)] * len(found)
+        return values, ticks
+
+    def goodput_misses(
+        self, slo: Mapping[str, float], streaming: set[str]
+    ) -> tuple[list[bool], list[int]]:
+        """Requests of the endpoints that stream that miss the ``slo``, and their ticks."""
+        counted = [s for s in self.samples if s.name in streaming]
+        return [not meets_slo(s, slo) for s in counted], [math.floor(s.t) for s in counted]
 
 
 class _Monitor:
@@ -236,20 +286,34 @@ class _Monitor:
     early.
     """
 
-    def __init__(self, endpoint: str, key: str, limit: float, alpha: float) -> None:
+    def __init__(
+        self, endpoint: str, key: str, limit: float, alpha: float,
+        slo: Mapping[str, float] | None = None, streaming: set[str] | None = None,
+    ) -> None:  # fmt: skip
         self.endpoint = endpoint
         self.metric = key
         self.entry: Metric = metric(key)
         self.limit = limit
+        self.slo = slo  # goodput's objectives; None: goodput is not decided early
+        self.streaming = streaming if streaming is not None else set()
         self.test: ShareTest | None = None
         self.any_hit_fails = False  # max_ms and error_rate 0: one hit decides
         self.passes = False  # error_rate 1: nothing can breach it
         self.hits = 0
         self.n = 0
         self.failing_since: float | None = None
+        #: a percentile's requests (time, tick), for a lower quantile's dependence (its floor)
+        self._ms: list[float] = []
+        self._ticks: list[int] = []
+        self._floor_at: tuple[int, Dependence] = (0, Dependence(1.0, 0))  # (n, floor then)
         judge, q = self.entry.judge, self.entry.q
         if judge == "quantile" and q is not None:
             self.test = ShareTest(1.0 - q, alpha)
+        elif self.entry.floor and judge == "proportion":  # goodput: a share of misses
+            if slo is not None and 0.0 < limit < 1.0:
+                self.test = ShareTest(1.0 - limit, alpha)
+            elif slo is not None:
+                self.any_hit_fails, self.passes = limit >= 1.0, limit <= 0.0
         elif judge == "proportion" and 0.0 < limit < 1.0:
             self.test = ShareTest(limit, alpha)
         elif judge == "proportion":
@@ -268,17 +332,28 @@ class _Monitor:
         ones included (their ``ms`` unused), for the error rate.
         """
         batch = every if self.entry.judge == "proportion" else sent
-        if self.entry.judge == "proportion":
-            hits: list[bool] = [not good for good in batch.ok]
+        ms, ticks, series = batch.ms, batch.ticks, self.entry.series
+        hits: list[bool]
+        if self.entry.judge == "proportion" and series == "stream":
+            if self.slo is None:
+                return
+            hits, ticks = batch.goodput_misses(self.slo, self.streaming)
+        elif self.entry.judge == "proportion":
+            hits = [not good for good in batch.ok]
         elif self.entry.judge == "quantile" or self._on_each_request():
+            if series != "latency":  # a streamed series: TTFT, token gaps, TPOT
+                ms, ticks = batch.series(series)
             limit = self.limit
-            hits = [x > limit for x in batch.ms]
+            hits = [x > limit for x in ms]
         else:
             return
+        if self.entry.judge == "quantile":
+            self._ms.extend(ms)
+            self._ticks.extend(ticks if ticks is not None else range(self.n, self.n + len(hits)))
         self.n += len(hits)
         self.hits += sum(hits)
         if self.test is not None:
-            self.test.extend(hits, batch.ticks)
+            self.test.extend(hits, ticks)
 
     def state(self) -> State:
         if self.any_hit_fails:
@@ -287,18 +362,54 @@ class _Monitor:
             return "pass"
         if self.test is None:
             return "continue"
-        state = self.test.decision().state
-        if state == "pass" and self.test.n * self.test.p0 < MIN_EXPECTED_HITS:
-            return "continue"  # too few requests for clustered hits to have shown
-        return state
+        found = self.test.decision()
+        if found.state == "continue":
+            return "continue"
+        floor = self._floor()
+        if floor.excess > (found.ess_factor or 1.0):
+            found = self.test.decision(floor.excess)
+        if found.state == "pass" and not self._pass_holds(found, floor):
+            return "continue"
+        return found.state
+
+    def _floor(self) -> Dependence:
+        """A percentile's floor for ``f``: the dependence of a lower quantile's hits.
+
+        Measured again once the requests grew by ``FLOOR_GROWTH`` (it sorts them all,
+        and a run of token gaps holds millions), so it changes slowly, as ``f`` does.
+        """
+        if self.entry.judge != "quantile" or self.entry.q is None:
+            return Dependence(1.0, 0)
+        n, found = self._floor_at
+        if n == 0 or len(self._ms) >= n * FLOOR_GROWTH:
+            found = reference_dependence(self._ticks, self._ms, self.entry.q)
+            self._floor_at = (len(self._ms), found)
+        return found
+
+    def _pass_holds(self, found: Decision, floor: Dependence) -> bool:
+        """Whether an early PASS stands once the run's dependence is fully counted.
+
+        The run must hold ``MIN_EXPECTED_HITS`` hits at the budget's share in independent
+        units (``n * p0 / f``, ``f`` at least the floor ``stats.reference_dependence``),
+        so that clusters of hits would have shown had they come; an error rate needs
+        ``MIN_EXPECTED_FAILURES`` expected failures.
+        """
+        assert self.test is not None
+        if self.entry.judge == "proportion":
+            return self.test.n * self.test.p0 >= MIN_EXPECTED_FAILURES
+        # clusters, not the noise of a factor near 1, make the run wait (``GUARD_SE``)
+        f = max(floor.excess, self.test.dependence(GUARD_SE).excess)
+        return self.test.n * self.test.p0 / f >= MIN_EXPECTED_HITS
 
     def describe(self, state: State) -> str:
         what = f"{self.endpoint} {self.entry.label}".rstrip()
         limit = self.entry.format(self.limit)
-        counted = f"{format_count(self.hits)} of {format_count(self.n)} requests"
-        share = (
-            f"{counted} failed" if self.entry.judge == "proportion" else f"{counted} over {limit}"
-        )
+        values = "token gaps" if self.entry.series == "itl" else "requests"
+        counted = f"{format_count(self.hits)} of {format_count(self.n)} {values}"
+        if self.entry.judge != "proportion":
+            share = f"{counted} over {limit}"
+        else:
+            share = f"{counted} {'missed the slo' if self.entry.floor else 'failed'}"
         relation = self.entry.relation(failed=state != "pass")
         return f"{what} {relation} {limit} ({share})"
 
@@ -322,7 +433,9 @@ class StopRule:
         min_duration_s: float = 30.0,
         abort_window_s: float = 10.0,
         min_samples: int = 1,
+        slo: Mapping[str, float] | None = None,
     ) -> None:
+        self.slo = slo  # the scenario's per-request objectives, for goodput
         self.warmup_s = warmup_s
         self.min_duration_s = min_duration_s
         self.abort_window_s = abort_window_s
@@ -337,9 +450,10 @@ class StopRule:
     def _reset(self) -> None:
         self.requests = 0
         self._seen = 0
+        self._streaming: set[str] = set()  # endpoints seen streaming: goodput's requests
         alpha = self._alpha / max(self.tests, 1)
         self.monitors = [
-            _Monitor(endpoint, key, limit, alpha)
+            _Monitor(endpoint, key, limit, alpha, self.slo, self._streaming)
             for endpoint, b in self._budgets
             if b.severity == "block"
             for key, limit in b.limits().items()
@@ -350,6 +464,7 @@ class StopRule:
             self._reset()
         new = [s for s in samples[self._seen :] if s.t >= self.warmup_s]
         self._seen = len(samples)
+        self._streaming.update(s.name for s in new if s.stream is not None)
         by_endpoint: dict[str, list[Sample]] = {}
         for s in new:
             by_endpoint.setdefault(s.name, []).append(s)
@@ -438,6 +553,7 @@ def make_stop_rule(
         min_duration_s=min(30.0, window) if min_duration_s is None else min_duration_s,
         abort_window_s=abort_window_s,
         min_samples=scenario.min_samples,
+        slo=scenario.slo,
     )
 
 

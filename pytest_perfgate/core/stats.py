@@ -32,10 +32,18 @@ failed) is counted per block of whole seconds, and the blocks' variance over the
 binomial one is the factor ``f`` by which ``n`` requests weigh as ``n / f`` independent
 ones (``block_dependence``). The block length is the first at which the variance stops
 growing with it (``Dependence.settled``; the verdict passes nothing while it still
-grows). Valid as ``n`` grows for any stationary dependence shorter than the
+grows). A percentile's ``f`` is at least that of the requests over a lower quantile
+(``reference_dependence``, p75 for a p95): its own hits may be too few to show how they
+cluster. Valid as ``n`` grows for any stationary dependence shorter than the
 blocks (queues, GC pauses, clustered failures); a run too short for blocks longer than
 its dependence is undercorrected, and a run whose halves disagree beyond chance is not
 stationary: ``EndpointStats.drift`` says so.
+
+Streamed responses (``Sample.stream``) add series of their own (``core.metrics.Series``):
+each response's TTFT and TPOT, and every per-token gap (ITL). Each quantile metric of the
+registry is computed over its series with the same percentile, intervals and, by blocks
+of the requests' seconds, dependence and drift (``EndpointStats.figures``/``ci``); goodput
+is a share of requests (``meets_slo``), output tokens/s a count over the window.
 
 Over 800 lines on purpose: each interval method sits beside the exact computation it
 needs (binomial tails, rank searches, mixture evidence, blocks) and the argument for its coverage.
@@ -45,23 +53,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from statistics import NormalDist
 
-from pytest_perfgate.core.metrics import METRICS
+from pytest_perfgate.core.metrics import METRICS, Series
 from pytest_perfgate.errors import SampleError
 
 __all__ = [
     "MIN_BLOCKS",
     "NOT_SENT",
     "ODDS_RATIOS",
+    "STREAM_QUANTILES",
     "TOTAL",
     "Dependence",
     "EndpointStats",
     "RunStats",
     "Sample",
     "Stream",
+    "StreamStats",
     "block_dependence",
     "bonferroni",
     "check_ms",
@@ -70,6 +80,7 @@ __all__ = [
     "halves_disagree",
     "log_mean_exp",
     "mean_ci",
+    "meets_slo",
     "mixture",
     "percentile",
     "proportion_ci",
@@ -78,7 +89,9 @@ __all__ = [
     "quantile_ci_ranks",
     "quantile_cs",
     "quantile_cs_ranks",
+    "reference_dependence",
     "samples_needed",
+    "series_values",
     "summarize",
     "tick_counts",
 ]
@@ -88,9 +101,20 @@ TOTAL = "Total"  #: key of the all-endpoints row, as in Locust's "Aggregated"
 #: response time, so it counts in the error rate but not in latency percentiles
 NOT_SENT = -1
 #: the quantiles a row reports, by ``EndpointStats`` field: the registry's quantile metrics
+#: over response times
 QUANTILES: Mapping[str, float] = {
-    m.stat: m.q for m in METRICS if m.judge == "quantile" and m.stat and m.q is not None
+    m.stat: m.q
+    for m in METRICS
+    if m.judge == "quantile" and m.stat and m.q is not None and m.series == "latency"
 }
+#: the quantiles of streamed responses, by ``EndpointStats.figures`` key: (series, q)
+STREAM_QUANTILES: Mapping[str, tuple[Series, float]] = {
+    m.stat: (m.series, m.q)
+    for m in METRICS
+    if m.judge == "quantile" and m.stat and m.q is not None and m.series != "latency"
+}
+#: every figure of streamed responses (``EndpointStats.figures``): absent from rows without
+_STREAM_STATS = frozenset(m.stat for m in METRICS if m.streamed and m.stat)
 
 # q * n is compared with integers; this absorbs float noise such as 0.07 * 100 = 7.000000000000001
 _RANK_EPS = 1e-9
@@ -136,6 +160,56 @@ class Sample:
     stream: Stream | None = None  # a streamed response's tokens; None for a plain one
 
 
+def series_values(s: Sample, series: Series) -> tuple[float, ...]:
+    """The values ``s`` adds to ``series`` (``core.metrics.Series``): its response time
+    (none when never sent), its TTFT, its per-token gaps, its TPOT (none without them)."""
+    if series == "latency":
+        return () if s.status == NOT_SENT else (s.ms,)
+    stream = s.stream
+    if stream is None:
+        return ()
+    if series == "itl":
+        return stream.itl_ms
+    value = stream.ttft_ms if series == "ttft" else stream.tpot_ms if series == "tpot" else None
+    return () if value is None else (value,)
+
+
+def meets_slo(s: Sample, slo: Mapping[str, float]) -> bool:
+    """Whether ``s`` counts for goodput: a successful, well-formed stream within every
+    objective of ``slo`` (``core.metrics.SLO_KEYS``). A response of fewer than two tokens
+    has no TPOT and meets ``tpot_ms``; one without content misses ``ttft_ms``."""
+    stream = s.stream
+    if not s.ok or stream is None or not stream.wellformed:
+        return False
+    if "e2e_ms" in slo and s.ms > slo["e2e_ms"]:
+        return False
+    if "ttft_ms" in slo and (stream.ttft_ms is None or stream.ttft_ms > slo["ttft_ms"]):
+        return False
+    tpot = stream.tpot_ms
+    return not ("tpot_ms" in slo and tpot is not None and tpot > slo["tpot_ms"])
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """What one row's streamed responses showed, beside its figures (``EndpointStats``).
+
+    ``counts`` says how many values each series holds (``"ttft"``, ``"itl"``, ``"tpot"``)
+    and how many requests goodput was judged over (``"goodput"``: every request of an
+    endpoint that streamed, failures included; 0 without ``slo``).
+    """
+
+    requests: int  # streamed responses
+    output_tokens: int
+    batched: int  # responses whose chunks carried several tokens (ITL is then per token)
+    malformed: Mapping[str, int]  # responses that were not well-formed, by problem
+    counts: Mapping[str, int]
+    good: int = 0  # requests meeting every objective of the scenario's ``slo``
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+
 @dataclass(frozen=True)
 class EndpointStats:
     """Figures of one endpoint (or of ``TOTAL``) over the measured window.
@@ -170,10 +244,40 @@ class EndpointStats:
     #: figures whose block variance still grew at the longest blocks the run allows: their
     #: dependence is longer than the run can measure, so their intervals are too narrow
     unsettled: frozenset[str] = frozenset()
+    #: the figures of streamed responses by registry ``stat`` (``"ttft_p95"``, ``"itl_p99"``,
+    #: ``"output_tokens_per_s"``, ``"goodput"``); a figure without values is left out.
+    #: Their intervals are in ``ci``, their dependence in ``ess``/``drift``/``unsettled``.
+    figures: Mapping[str, float] = field(default_factory=dict)
+    stream: StreamStats | None = None  # None: no streamed response in this row
 
     def factor(self, key: str) -> float:
         """The variance inflation of figure ``key`` (``"p95"``, ``"error_rate"``...)."""
         return max(self.ess.get(key, self.ess_factor), 1.0)
+
+    def figure(self, key: str) -> float | None:
+        """The figure a registry ``stat`` names (``"p95"``, ``"rps"``, ``"ttft_p95"``...);
+        ``None`` when this row has none (a stream figure of a row without streams)."""
+        if key in _STREAM_STATS:
+            return self.figures.get(key)
+        value = getattr(self, key, None)
+        return float(value) if isinstance(value, int | float) else None
+
+    def count(self, key: str) -> int:
+        """How many values figure ``key`` is computed over: requests, or TTFTs, token gaps..."""
+        if key not in _STREAM_STATS or self.stream is None:
+            return self.requests
+        if key in STREAM_QUANTILES:
+            return self.stream.counts.get(STREAM_QUANTILES[key][0], 0)
+        return self.stream.counts.get(key, self.stream.requests)
+
+    def proportion(self, key: str) -> tuple[int, int]:
+        """``(k, n)`` of a share figure: failed requests for ``"error_rate"``, good ones
+        for ``"goodput"``."""
+        if key == "goodput":
+            return (
+                (self.stream.good, self.stream.counts.get("goodput", 0)) if self.stream else (0, 0)
+            )
+        return self.failures, self.requests
 
     @property
     def success_rate(self) -> float:
@@ -569,9 +673,18 @@ class Dependence:
     #: whether the variance stopped growing with the block length (or had nothing to
     #: measure): False means dependence longer than the longest blocks, so ``f`` is low
     settled: bool = True
+    #: every block length's factor was within noise of 1 (``factor`` is then their largest)
+    independent: bool = False
+
+    @property
+    def excess(self) -> float:
+        """``factor``, or 1 where every block length looked independent (noise alone)."""
+        return 1.0 if self.independent else self.factor
 
 
-def block_dependence(counts: Sequence[tuple[int, int]]) -> Dependence:
+def block_dependence(
+    counts: Sequence[tuple[int, int]], noise: float = _INDEPENDENT_SE
+) -> Dependence:
     """The variance inflation of the hit share from batch means over blocks of ticks.
 
     Blocks of 1, 2, 4, ... ticks while there are ``MIN_BLOCKS`` of them. The variance has
@@ -593,7 +706,7 @@ def block_dependence(counts: Sequence[tuple[int, int]]) -> Dependence:
     length, independent = 1, True
     while (blocks := math.ceil(len(counts) / length)) >= MIN_BLOCKS:
         factor = _batch_factor(counts, length, p, n)
-        independent &= factor <= 1.0 + _INDEPENDENT_SE * math.sqrt(2.0 / (blocks - 1))
+        independent &= factor <= 1.0 + noise * math.sqrt(2.0 / (blocks - 1))
         found.append((length, factor))
         length *= 2
     if not found:
@@ -603,12 +716,42 @@ def block_dependence(counts: Sequence[tuple[int, int]]) -> Dependence:
     factors = [f for _, f in found]
     top = max(1.0, *factors)
     if independent:
-        return Dependence(top, found[-1][0])
+        return Dependence(top, found[-1][0], independent=True)
     for i in range(len(found) - 2):
         base = max(factors[i], 1.0)
         if max(factors[i + 1], factors[i + 2]) <= _PLATEAU * base:
             return Dependence(max(1.0, *factors[i:]), found[i][0])
     return Dependence(top, found[-1][0], settled=False)
+
+
+#: a percentile's reference hits are the requests over the quantile with this many times
+#: its own share of hits (at most half): p95 -> p75, p99 -> p95, p50 -> itself
+REFERENCE_SHARES = 5.0
+#: the reference counts as independent while every factor is within this many standard
+#: errors of 1: it is looked at again and again, and only a clear dependence may slow a run
+_REFERENCE_SE = 4.0
+
+
+def reference_dependence(
+    ticks: Sequence[int], ms: Sequence[float], q: float, sorted_ms: Sequence[float] | None = None
+) -> Dependence:
+    """The dependence of the requests over a lower quantile: a floor for the ``q``-quantile's.
+
+    A budget's own hits are few (about 5 % of the requests for a p95 at its budget), and a
+    run that has not yet seen some clusters of them cannot measure how they cluster (no
+    hit at all: no variance to measure). The requests over the quantile with
+    ``REFERENCE_SHARES`` times the share (p75 for a p95) are five times as many, so their
+    blocks show early how long the run's latencies stay high together; a percentile's
+    inflation is the larger of its own and this one. The floor is a basis, not a bound:
+    in a queue the tail's own is larger (long waits come in longer runs), where the floor
+    keeps short runs from passing on too few clusters; for independent requests it is 1
+    (``Dependence.excess``) and costs nothing. ``sorted_ms``: ``ms`` sorted, if at hand.
+    """
+    if len(ms) < 2:
+        return Dependence(1.0, 0)
+    share = min(0.5, REFERENCE_SHARES * (1.0 - q))
+    line = percentile(sorted(ms) if sorted_ms is None else sorted_ms, 1.0 - share)
+    return block_dependence(tick_counts(ticks, (x > line for x in ms)), _REFERENCE_SE)
 
 
 def halves_disagree(counts: Sequence[tuple[int, int]]) -> bool:
@@ -702,6 +845,47 @@ def endpoint_stats(
 
 
 @dataclass
+class _Values:
+    """One series of a row in arrival order, each value with its request's whole second."""
+
+    values: list[float] = field(default_factory=list)
+    ticks: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Streams:
+    """One row's streamed responses (and goodput's requests) while ``summarize`` reads them."""
+
+    series: dict[Series, _Values] = field(default_factory=dict)
+    requests: int = 0
+    tokens: int = 0
+    batched: int = 0
+    malformed: dict[str, int] = field(default_factory=dict)
+    good: _Values = field(default_factory=_Values)  # 1.0 / 0.0 per request of goodput
+
+    def add(self, s: Sample, slo: Mapping[str, float] | None) -> None:
+        """A request of an endpoint that streams: its stream's figures, its goodput."""
+        tick = math.floor(s.t)
+        if slo is not None:
+            self.good.values.append(1.0 if meets_slo(s, slo) else 0.0)
+            self.good.ticks.append(tick)
+        stream = s.stream
+        if stream is None:
+            return
+        self.requests += 1
+        self.tokens += stream.output_tokens
+        self.batched += stream.batched
+        if not stream.wellformed:
+            problem = stream.problem or "malformed"
+            self.malformed[problem] = self.malformed.get(problem, 0) + 1
+        for series in ("ttft", "itl", "tpot"):
+            found = self.series.setdefault(series, _Values())
+            for value in series_values(s, series):
+                found.values.append(check_ms(value, f"{s.name} {series} at {s.t:.3f} s"))
+                found.ticks.append(tick)
+
+
+@dataclass
 class _Collected:
     """One row's requests in arrival order, while ``summarize`` reads the samples."""
 
@@ -710,6 +894,7 @@ class _Collected:
     failed: list[bool] = field(default_factory=list)  # every request, not-sent ones included
     every_tick: list[int] = field(default_factory=list)
     not_sent: int = 0
+    streams: _Streams = field(default_factory=_Streams)
 
     def add(self, s: Sample) -> None:
         tick = math.floor(s.t)
@@ -744,16 +929,20 @@ def _dependence(c: _Collected, ordered: Sequence[float], limits: Mapping[str, fl
 
     A percentile's hits are the requests over its limit where ``limits`` has one (the
     variance that matters for judging it, and the one ``sequential`` measures), else over
-    its point estimate.
+    its point estimate; its inflation is at least its ``reference_dependence``.
     """
     ess: dict[str, float] = {}
     drift: dict[str, tuple[float, float]] = {}
     unsettled: set[str] = set()
+    floors: dict[float, Dependence] = {}  # by quantile: the keys share a few
     for key, q in QUANTILES.items() if ordered else ():
         point = limits.get(key, percentile(ordered, q))
         counts = tick_counts(c.ticks, (x > point for x in c.ms))
         found = block_dependence(counts)
-        ess[key] = found.factor
+        if q not in floors:  # f is at least a lower quantile's
+            floors[q] = reference_dependence(c.ticks, c.ms, q, ordered)
+        floor = floors[q]
+        ess[key] = max(found.factor, floor.excess)
         if not found.settled:
             unsettled.add(key)
         if halves_disagree(counts):
@@ -784,6 +973,7 @@ class _How:
     correlated: bool
     anytime: bool
     limits: Mapping[str, Mapping[str, float]]
+    slo: Mapping[str, float] | None = None
 
 
 def _summary_row(name: str, c: _Collected, duration_s: float, how: _How) -> EndpointStats:
@@ -793,9 +983,108 @@ def _summary_row(name: str, c: _Collected, duration_s: float, how: _How) -> Endp
         if how.correlated
         else _Found({}, {}, frozenset())
     )
-    return endpoint_stats(
+    row = endpoint_stats(
         name, ordered, sum(c.failed), duration_s, how.level, not_sent=c.not_sent,
         ess=found.ess, drift=found.drift, anytime=how.anytime, unsettled=found.unsettled,
+    )  # fmt: skip
+    if not c.streams.requests:
+        return row
+    return _with_streams(row, c.streams, duration_s, how, how.limits.get(name, {}))
+
+
+# --- figures of streamed responses ---------------------------------------------------
+
+
+def _series_dependence(
+    values: Sequence[float], ticks: Sequence[int], hit: Callable[[float], bool], q: float | None
+) -> tuple[Dependence, tuple[float, float] | None]:
+    """The block dependence of a series' hits, and its halves' figures where they disagree
+    (the ``q``-quantile of each half; the share of hits for ``q=None``)."""
+    counts = tick_counts(ticks, (hit(x) for x in values))
+    found = block_dependence(counts)
+    if not halves_disagree(counts):
+        return found, None
+    a, b = _halves(ticks, len(counts))
+    if q is None:
+        return found, (
+            sum(values[i] for i in a) / len(a),
+            sum(values[i] for i in b) / len(b),
+        )
+    first, second = sorted(values[i] for i in a), sorted(values[i] for i in b)
+    return found, (percentile(first, q), percentile(second, q))
+
+
+def _over(limit: float) -> Callable[[float], bool]:
+    return lambda x: x > limit
+
+
+@dataclass
+class _StreamFigures:
+    """The stream figures of one row as they are found, before they join its ``EndpointStats``."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ess: dict[str, float] = field(default_factory=dict)
+    drift: dict[str, tuple[float, float]] = field(default_factory=dict)
+    unsettled: set[str] = field(default_factory=set)
+
+    def depend(self, key: str, found: tuple[Dependence, tuple[float, float] | None]) -> None:
+        dependence, halves = found
+        self.ess[key] = dependence.factor
+        if not dependence.settled:
+            self.unsettled.add(key)
+        if halves is not None:
+            self.drift[key] = halves
+
+
+def _stream_quantiles(
+    out: _StreamFigures, streams: _Streams, how: _How, limits: Mapping[str, float]
+) -> None:
+    """Each quantile of a streamed series: point, interval, and (correlated) dependence
+    by blocks of the requests' seconds (every token gap of a request in its second)."""
+    for key, (series, q) in STREAM_QUANTILES.items():
+        found = streams.series.get(series, _Values())
+        if not found.values:
+            continue
+        ordered = sorted(found.values)
+        point = percentile(ordered, q)
+        if how.correlated:
+            limit = limits.get(key, point)
+            out.depend(key, _series_dependence(found.values, found.ticks, _over(limit), q))
+        f = out.ess.get(key, 1.0)
+        out.figures[key] = point
+        out.ci[key] = (
+            quantile_cs(ordered, q, how.level, f)
+            if how.anytime
+            else quantile_ci(ordered, q, how.level, ess_factor=f)
+        )
+
+
+def _with_streams(
+    row: EndpointStats, streams: _Streams, duration_s: float, how: _How,
+    limits: Mapping[str, float],
+) -> EndpointStats:  # fmt: skip
+    """``row`` with the figures of its streamed responses (``EndpointStats.figures``)."""
+    out = _StreamFigures()
+    _stream_quantiles(out, streams, how, limits)
+    out.figures["output_tokens_per_s"] = streams.tokens / duration_s if duration_s > 0 else 0.0
+    good = streams.good
+    if good.values:
+        out.figures["goodput"] = math.fsum(good.values) / len(good.values)
+        if how.correlated:  # a miss is a hit of the goodput's dependence
+            out.depend(
+                "goodput", _series_dependence(good.values, good.ticks, lambda x: x < 1.0, None)
+            )
+    counts: dict[str, int] = {str(k): len(v.values) for k, v in streams.series.items()}
+    counts["goodput"] = len(good.values)
+    stream = StreamStats(
+        streams.requests, streams.tokens, streams.batched, dict(streams.malformed), counts,
+        good=round(math.fsum(good.values)),
+    )  # fmt: skip
+    return replace(
+        row, figures=out.figures, ci={**row.ci, **out.ci},
+        ess={**row.ess, **{k: max(v, 1.0) for k, v in out.ess.items()}},
+        drift={**row.drift, **out.drift}, unsettled=row.unsettled | out.unsettled, stream=stream,
     )  # fmt: skip
 
 
@@ -807,6 +1096,7 @@ def summarize(
     correlated: bool = False,
     anytime: bool = False,
     limits: Mapping[str, Mapping[str, float]] | None = None,
+    slo: Mapping[str, float] | None = None,
 ) -> RunStats:
     """Per-endpoint and total statistics of ``samples`` over a window of ``duration_s``.
 
@@ -818,13 +1108,25 @@ def summarize(
     chance (``halves_disagree``). ``anytime=True`` (a run an early-stop rule watched)
     gives intervals valid at a data-dependent stopping time. ``limits`` (by row, then
     ``"p95"``...) are the budgets the percentiles will be judged against.
+
+    Rows with streamed responses (``Sample.stream``) also get their stream figures
+    (``EndpointStats.figures``: TTFT, ITL per token, TPOT quantiles with the same
+    intervals and dependence, output tokens/s over the window) and, given the scenario's
+    per-request ``slo`` (``core.metrics.SLO_KEYS``), goodput: the share of the requests
+    of every endpoint that streamed meeting every objective (``meets_slo``).
     """
+    measured = list(samples)
+    streaming = {s.name for s in measured if s.stream is not None}
     rows: dict[str, _Collected] = {}
     every = _Collected()
-    for s in samples:
-        rows.setdefault(s.name, _Collected()).add(s)
+    for s in measured:
+        row = rows.setdefault(s.name, _Collected())
+        row.add(s)
         every.add(s)
-    how = _How(level, correlated, anytime, limits or {})
+        if s.name in streaming:
+            row.streams.add(s, slo)
+            every.streams.add(s, slo)
+    how = _How(level, correlated, anytime, limits or {}, slo)
     endpoints = {name: _summary_row(name, rows[name], duration_s, how) for name in sorted(rows)}
     total = _summary_row(TOTAL, every, duration_s, how)
     return RunStats(endpoints=endpoints, total=total, duration_s=duration_s)

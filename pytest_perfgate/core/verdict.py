@@ -9,11 +9,14 @@ Pure: no pytest, no I/O. Each metric is judged by its registry entry (``Metric.j
 
 How each budgeted metric is judged (``level`` is the statistics' confidence level):
 
-- ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the order-statistic interval of ``stats.quantile_ci``.
+- ``p50_ms`` / ``p95_ms`` / ``p99_ms``: the order-statistic interval of ``stats.quantile_ci``
+  (``stats.quantile_cs`` after a watched run: valid at its stopping time).
   PASS when the whole interval is at or below the limit, FAIL when it is wholly above,
   INCONCLUSIVE when the limit lies inside it. Each wrong call has probability
   ``<= (1 - level) / 2`` for independent samples.
-- ``avg_ms``: the same rule on the normal-approximation interval of the mean.
+- ``avg_ms``: the same rule on the normal-approximation interval of the mean on
+  ``n / f`` requests (``f`` the row's largest inflation), or, after a run a stop rule
+  watched, on an asymptotic confidence sequence (``mean_cs``), valid at the stopping time.
 - ``max_ms``: the observed maximum against the limit (no interval: the maximum is a fact).
 - ``error_rate``: the same rule on the Clopper-Pearson interval of the failure share,
   taken on ``n / f`` requests where failures cluster in time (``EndpointStats.factor``);
@@ -22,6 +25,9 @@ How each budgeted metric is judged (``level`` is the statistics' confidence leve
   disagree beyond chance (``EndpointStats.drift``) and one half breaches the limit, or
   where its dependence in time did not settle (``EndpointStats.unsettled``).
 - ``min_rps``: the observed throughput against the limit (a point estimate).
+- streamed responses: ``ttft_*``/``itl_*``/``tpot_*`` as the percentiles, over their own
+  series (``n`` is their count); ``goodput`` as the error rate, on the good requests;
+  ``output_tokens_per_s`` as ``min_rps``. A row without streams makes them INVALID.
 - run figures (``scope == "run"``: GPU, hard errors, recovery, memory growth): the
   figure against the limit; an absent figure makes the budget INVALID (``Metric.absent``).
 
@@ -64,6 +70,7 @@ __all__ = [
     "evaluate",
     "format_value",
     "interval_outcome",
+    "mean_cs",
     "metric_label",
     "more_samples_text",
 ]
@@ -245,32 +252,63 @@ class _Judged:
 
 
 def _stat(m: Metric, row: EndpointStats) -> float:
-    return float(getattr(row, m.stat or ""))
+    value = row.figure(m.stat or "")
+    return math.nan if value is None else value  # absent: ``_check`` made it INVALID
 
 
 def _by_quantile(m: Metric, limit: float, row: EndpointStats) -> _Judged:
-    ci = row.ci[m.stat or ""]
+    ci = row.ci[m.stat or ""]  # the quantile over its own series (response times, TTFT...)
     return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
 
 
+#: the effective sample size at which the mean's confidence sequence is tightest; fixed
+#: before any data is seen, as the guarantee needs (any value keeps it)
+MEAN_CS_AT = 1000
+
+
+def mean_cs(mean: float, std: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """An asymptotic confidence sequence for the mean, valid at a data-dependent stopping time.
+
+    Waudby-Smith, Arbour, Sinha, Kennedy and Ramdas, "Time-uniform central limit theory
+    and asymptotic confidence sequences" (Annals of Statistics, 2024), eq. (2.6):
+    ``mean +- std * sqrt(2 (n r + 1) / (n^2 r) * log(sqrt(n r + 1) / alpha))`` with ``r``
+    tuned to ``MEAN_CS_AT``. Asymptotic like ``mean_ci`` (a central limit argument,
+    approximate for heavy tails and small ``n``), and unbounded below 2 samples.
+    """
+    if n < 2:
+        return -math.inf, math.inf
+    alpha = 1.0 - level
+    r = (-2.0 * math.log(alpha) + math.log(1.0 - 2.0 * math.log(alpha))) / MEAN_CS_AT
+    half = std * math.sqrt(
+        2.0 * (n * r + 1.0) / (n * n * r) * math.log(math.sqrt(n * r + 1.0) / alpha)
+    )
+    return mean - half, mean + half
+
+
 def _by_mean(m: Metric, limit: float, row: EndpointStats) -> _Judged:
+    # dependence: n requests weigh as n / f, f the largest of the row's block factors
     n_eff = max(1, math.floor(row.requests / max(row.ess_factor, 1.0)))
-    ci = mean_ci(row.mean, row.std, n_eff, row.ci_level)
+    interval = mean_cs if row.anytime else mean_ci
+    ci = interval(row.mean, row.std, n_eff, row.ci_level)
     return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
 
 
 def _by_proportion(m: Metric, limit: float, row: EndpointStats) -> _Judged:
     # clustered failures: the blocks' variance inflation f turns k of n into k/f of n/f
-    f = row.factor("error_rate")
-    n_eff = max(1, math.floor(row.requests / f))
-    k_eff = min(n_eff, round(row.failures * n_eff / row.requests))
+    f = row.factor(_key(m))
+    k, n = row.proportion(_key(m))  # failed requests (error rate), good ones (goodput)
+    n_eff = max(1, math.floor(n / f))
+    k_eff = min(n_eff, round(k * n_eff / n))
     ci = (
-        proportion_cs(row.failures, row.requests, row.ci_level, f)
+        proportion_cs(k, n, row.ci_level, f)
         if row.anytime
         else proportion_ci(k_eff, n_eff, row.ci_level)
     )
-    if limit <= 0:  # "no failure at all" is judged on the count, not on an interval
-        return _Judged(_stat(m, row), Outcome.FAIL if row.failures else Outcome.PASS, ci)
+    # "no failure at all" ("every request good") is judged on the count, not on an interval
+    if limit <= 0 and not m.floor:
+        return _Judged(_stat(m, row), Outcome.FAIL if k else Outcome.PASS, ci)
+    if limit >= 1 and m.floor:
+        return _Judged(_stat(m, row), Outcome.FAIL if k < n else Outcome.PASS, ci)
     return _Judged(_stat(m, row), interval_outcome(ci, limit, m), ci)
 
 
@@ -303,6 +341,9 @@ def _check(
         reason = "no request was made" if endpoint == TOTAL else "the endpoint got no request"
         return Check(scenario, endpoint, m.key, limit, None, 0, Outcome.INVALID, severity,
                      reason=reason)  # fmt: skip
+    if row.figure(_key(m)) is None or not row.count(_key(m)):  # a stream figure of no stream
+        return Check(scenario, endpoint, m.key, limit, None, row.requests, Outcome.INVALID,
+                     severity, reason=m.absent)  # fmt: skip
     judged = _JUDGES[m.judge](m, limit, row)
     more = _more_samples(m, limit, row, judged)
     drift = _drift(m, limit, row)
@@ -310,14 +351,15 @@ def _check(
     outcome = judged.outcome
     if (drift is not None or unsettled) and outcome is Outcome.PASS:
         outcome = Outcome.INCONCLUSIVE  # one half over the budget, or f too low to trust
-    return Check(scenario, endpoint, m.key, limit, judged.observed, row.requests,
+    n = row.count(_key(m))  # requests, or the values of a stream series (token gaps...)
+    return Check(scenario, endpoint, m.key, limit, judged.observed, n,
                  outcome, severity, judged.ci, row.ci_level, more, drift=drift,
-                 rps=row.rps, unsettled=unsettled)  # fmt: skip
+                 rps=row.rps * n / row.requests, unsettled=unsettled)  # fmt: skip
 
 
 def _key(m: Metric) -> str:
     """The figure of ``EndpointStats.ess`` / ``drift`` / ``unsettled`` a metric reads."""
-    return "error_rate" if m.judge == "proportion" else (m.stat or "")
+    return m.stat or ""
 
 
 def _drift(m: Metric, limit: float, row: EndpointStats) -> tuple[float, float] | None:
@@ -332,9 +374,10 @@ def _more_samples(m: Metric, limit: float, row: EndpointStats, judged: _Judged) 
     """About how many more samples would decide an INCONCLUSIVE check (``None`` otherwise)."""
     if judged.outcome is not Outcome.INCONCLUSIVE or judged.ci is None:
         return None
-    total = _samples_needed(row.requests, judged.observed, judged.ci, limit, q=m.q,
+    n = row.count(_key(m))  # requests, or the values of a stream series
+    total = _samples_needed(n, judged.observed, judged.ci, limit, q=m.q,
                             level=row.ci_level, ess_factor=row.factor(_key(m)))  # fmt: skip
-    return None if total is None else total - row.requests
+    return None if total is None else total - n
 
 
 # --- verdicts ------------------------------------------------------------------------
@@ -468,8 +511,11 @@ def evaluate(
 
 
 def _is_run_figure(check: Check) -> bool:
+    """A run figure's check, or one whose row had no such figure (its reason: ``absent``)."""
     found = entry(check.metric)
-    return isinstance(found, Metric) and found.scope == "run"
+    if not isinstance(found, Metric):
+        return False
+    return found.scope == "run" or (found.streamed and check.reason == found.absent)
 
 
 def _invalid_reasons(

@@ -6,9 +6,14 @@ Reads and writes files; the comparison itself is pure and lives in ``core.regres
 rootdir by default) holds one measured window of one run: per endpoint the request and
 failure counts, the throughput, the correlation factor of its intervals, and *every*
 response time, rounded to 1 µs (``quantize_ms``), sorted and delta-encoded as integer
-microseconds (``us_deltas``: ``[x_1, x_2 - x_1, ...]``). Exact order statistics need every
-sample; in this form 1e5 samples take about 0.3 MB, a third of plain floats. The file
-also records the caller's ``meta`` (``"settings"``: the load that produced it, see
+microseconds (``us_deltas``: ``[x_1, x_2 - x_1, ...]``); requests never sent have no
+response time and are not among them (``requests`` counts them, ``failures`` too).
+Exact order statistics need every sample; in this form 1e5 samples take about 0.3 MB, a
+third of plain floats. The file
+A row with streamed responses also keeps, under ``"series"``, every TTFT and TPOT (the
+same encoding) with its variance inflation (``"ess_factor"``), for ``ttft_p95_regression``
+and ``tpot_p95_regression``; the total keeps the inflations only (``"series_ess"``). The
+file also records the caller's ``meta`` (``"settings"``: the load that produced it, see
 ``core.model.scenario_settings``), and p50/p95/p99 for a human reading it.
 
 Saving a name again *replaces* that scenario's file: that is how a baseline is updated.
@@ -74,11 +79,13 @@ def save_baseline(
     samples_ms_by_endpoint: Mapping[str, Sequence[float]],
     stats: RunStats,
     meta: Mapping[str, Any],
+    series: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
 ) -> Path:
     """Store a run's measured window as baseline ``name``; replace an earlier one, atomically.
 
     ``samples_ms_by_endpoint`` must hold exactly the samples ``stats`` was computed from
     (``ValueError`` otherwise). ``meta`` must be JSON (``str()`` is applied to others).
+    ``series`` (``core.regression.series_by_endpoint``): the streamed series to keep.
     """
     path = baseline_path(store_dir, name, scenario)
     data: dict[str, Any] = {
@@ -89,27 +96,50 @@ def save_baseline(
         "replaces": _saved_at(path),
         "duration_s": stats.duration_s,
         "meta": dict(meta),
-        "total": _row_head(stats.total),
-        "endpoints": _endpoints_dict(samples_ms_by_endpoint, stats),
+        "total": {**_row_head(stats.total), **_series_ess(stats.total, series or {})},
+        "endpoints": _endpoints_dict(samples_ms_by_endpoint, stats, series or {}),
     }
     _write_atomic(path, dumps(data, default=str, separators=(",", ":")) + "\n")
     return path
 
 
+def _series_ess(
+    row: EndpointStats, series: Mapping[str, Mapping[str, Sequence[float]]]
+) -> dict[str, Any]:
+    kinds = sorted({k for found in series.values() for k, v in found.items() if v})
+    return {"series_ess": {k: row.factor(f"{k}_p95") for k in kinds}} if kinds else {}
+
+
+def _series_dict(row: EndpointStats, found: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """A row's streamed series (none without streams: the row reads as before)."""
+    kept = {
+        kind: {"us_deltas": _encode(values), "ess_factor": row.factor(f"{kind}_p95")}
+        for kind, values in sorted(found.items())
+        if values
+    }
+    return {"series": kept} if kept else {}
+
+
 def _endpoints_dict(
-    samples: Mapping[str, Sequence[float]], stats: RunStats
-) -> dict[str, dict[str, Any]]:
+    samples: Mapping[str, Sequence[float]], stats: RunStats,
+    series: Mapping[str, Mapping[str, Sequence[float]]],
+) -> dict[str, dict[str, Any]]:  # fmt: skip
     if set(samples) != set(stats.endpoints):
         raise ValueError(
             f"samples of {sorted(samples)} but statistics of {sorted(stats.endpoints)}"
         )
     rows = {}
     for name, row in sorted(stats.endpoints.items()):
-        if len(samples[name]) != row.requests:
+        # never-sent requests are failures without a response time: they are not stored
+        if not row.requests - row.failures <= len(samples[name]) <= row.requests:
             raise ValueError(
-                f"{name}: {len(samples[name])} response times but {row.requests} requests"
+                f"{name}: {len(samples[name])} response times but {row.requests} requests "
+                f"of which {row.failures} failed"
             )
-        rows[name] = {**_row_head(row), "us_deltas": _encode(samples[name])}
+        rows[name] = {
+            **_row_head(row), "us_deltas": _encode(samples[name]),
+            **_series_dict(row, series.get(name, {})),
+        }  # fmt: skip
     return rows
 
 
@@ -210,10 +240,19 @@ def _decode(deltas: Sequence[int]) -> tuple[float, ...]:
     return tuple(us / 1000 for us in accumulate(deltas))
 
 
-def _row_from_dict(name: str, row: Mapping[str, Any], sorted_ms: tuple[float, ...]) -> BaselineRow:
+def _row_from_dict(
+    name: str, row: Mapping[str, Any], sorted_ms: tuple[float, ...],
+    series: Mapping[str, tuple[float, ...]] | None = None,
+) -> BaselineRow:  # fmt: skip
+    stored = row.get("series") or {}
+    if series is None:
+        series = {str(k): _decode(v["us_deltas"]) for k, v in stored.items()}
+    ess = {str(k): float(v["ess_factor"]) for k, v in stored.items()}
+    ess.update({str(k): float(v) for k, v in (row.get("series_ess") or {}).items()})
     return BaselineRow(
-        name, sorted_ms, int(row["failures"]), float(row["rps"]), float(row.get("ess_factor", 1))
-    )
+        name, sorted_ms, int(row["failures"]), float(row["rps"]), float(row.get("ess_factor", 1)),
+        series=series, series_ess=ess, not_sent=max(int(row["requests"]) - len(sorted_ms), 0),
+    )  # fmt: skip
 
 
 def _meta(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,9 +276,14 @@ def _from_dict(data: Mapping[str, Any], path: Path) -> Baseline:
         for name, row in data["endpoints"].items()
     }
     merged = tuple(sorted(x for row in endpoints.values() for x in row.sorted_ms))
+    kinds = {k for row in endpoints.values() for k in row.series}
+    merged_series = {
+        k: tuple(sorted(x for row in endpoints.values() for x in row.series.get(k, ())))
+        for k in sorted(kinds)
+    }
     return Baseline(
         name=str(data["name"]), scenario=str(data["scenario"]), path=path,
         saved_at=str(data["saved_at"]), duration_s=float(data["duration_s"]),
-        endpoints=endpoints, total=_row_from_dict(TOTAL, data["total"], merged),
+        endpoints=endpoints, total=_row_from_dict(TOTAL, data["total"], merged, merged_series),
         meta=_meta(data),
     )  # fmt: skip

@@ -125,9 +125,9 @@ def test_saving_a_name_again_replaces_it_and_records_the_replaced_one(tmp_path: 
 
 def test_samples_that_do_not_match_the_statistics_are_refused(tmp_path: Path) -> None:
     by_endpoint, stats = _run(1, 200)
-    by_endpoint[PREDICT].pop()
+    by_endpoint[PREDICT].append(1.0)
 
-    with pytest.raises(ValueError, match=r"POST /predict: 149 response times but 150 requests"):
+    with pytest.raises(ValueError, match=r"POST /predict: 151 response times but 150 requests"):
         save_baseline(tmp_path, "main", "light", by_endpoint, stats, {})
 
 
@@ -454,3 +454,24 @@ def test_samples_are_grouped_by_endpoint_in_arrival_order() -> None:
         Sample(0.2, PREDICT, 2.0, False),
     ]  # fmt: skip
     assert samples_by_endpoint(samples) == {PREDICT: [3.0, 2.0], HEALTH: [1.0]}
+
+
+@pytest.mark.parametrize(
+    "change", [{"arrivals": "uniform"}, {"burstiness": 0.5}, {"seed": 1}], ids=str
+)
+def test_a_baseline_of_other_arrivals_makes_every_check_invalid(
+    tmp_path: Path, change: Mapping[str, object]
+) -> None:
+    settings = {"users": 16, "arrival_rate": 2.0, "arrivals": "poisson", "burstiness": None,
+                "seed": 0}  # fmt: skip
+    _save(tmp_path, _run(1, 400), meta={"settings": settings})
+    base = load_baseline(tmp_path, "main", "light")
+    by_endpoint, stats = _run(2, 400)
+
+    (check,) = compare(
+        base, by_endpoint, stats, {"p95_regression": 0.5}, settings={**settings, **change}
+    )
+
+    assert check.outcome is Outcome.INVALID
+    (key,) = change
+    assert check.reason.startswith(f"baseline 'main' ran another load ({key}=")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from fractions import Fraction
 
 import pytest
@@ -297,17 +296,18 @@ def test_summarize_widens_intervals_for_correlation_when_asked() -> None:
     assert widened.total.p95 == plain.total.p95
 
 
-def test_summarize_handles_a_million_samples_in_seconds() -> None:
+def test_summarize_handles_a_million_samples() -> None:
     rng = random.Random(1)
     names = ["GET /a", "POST /b", "POST /c"]
     samples = [
         Sample(i / 1000, names[i % 3], rng.random() * 100, i % 97 != 0) for i in range(1_000_000)
     ]
-    started = time.perf_counter()
     run = summarize(samples, 1000.0)
-    elapsed = time.perf_counter() - started
     assert run.total.requests == 1_000_000
-    assert elapsed < 15.0  # about 1 s on one core; generous for a shared CI machine
+    assert run.total.failures == len(range(0, 1_000_000, 97))
+    assert run.total.p50 == pytest.approx(50.0, abs=0.5)  # uniform on [0, 100)
+    assert sum(row.requests for row in run.endpoints.values()) == 1_000_000
+    # how long it takes is benchmarks/ territory (tests check behaviour, not time)
 
 
 def test_a_task_that_raised_counts_as_a_failure_without_a_response_time() -> None:
