@@ -13,6 +13,7 @@ defaults, scenarios, tasks, shapes) in one place, each section a short function.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,10 +21,13 @@ from typing import Any, cast
 
 import yaml
 
-from pytest_perfgate.core.metrics import BUDGET_HELP, METRICS, MS, REGRESSIONS
+from pytest_perfgate.core.metrics import BUDGET_HELP, METRICS, MS, REGRESSIONS, SLO_KEYS
 from pytest_perfgate.core.model import (
     HTTP_METHODS,
+    TASK_KINDS,
     Budget,
+    CompareSpec,
+    ContainerSpec,
     LoadShape,
     Scenario,
     ServiceSpec,
@@ -79,16 +83,28 @@ _SCENARIO_KEYS = {
     "description", "users", "spawn_rate", "duration", "wait_time", "warmup", "tasks",
     "locustfile", "user_classes", "shape", "budgets", "endpoints", "min_samples",
     "request_timeout", "processes", "arrival_rate", "external_workers", "master_bind",
-    "tags", "exclude_tags",
+    "arrivals", "burstiness", "seed",
+    "tags", "exclude_tags", "slo",
 }  # fmt: skip
 _DEFAULT_KEYS = _SCENARIO_KEYS - {
     "tasks", "description", "locustfile", "user_classes", "tags", "exclude_tags",
 }  # fmt: skip
 _TASK_KEYS = {"method", "path", "name", "weight", "json", "json_factory", "headers"}
+#: a streaming task's own keys (``kind`` not ``http``; see ``_stream_task``)
+_STREAM_TASK_KEYS = {
+    "kind", "model", "prompt", "messages", "prompts_file", "max_tokens", "temperature",
+    "stream", "extra_body", "tokens_field",
+}  # fmt: skip
 _SERVICE_KEYS = {
     "command", "env", "ready_path", "startup_timeout", "url", "cwd", "metrics_url", "metrics",
+    "container",
 }  # fmt: skip
-_TOP_KEYS = {"version", "service", "defaults", "scenarios"}
+_CONTAINER_KEYS = {
+    "image", "build", "dockerfile", "build_args", "args", "options", "compose_file",
+    "service", "port", "engine", "stop_timeout", "start", "stop",
+}  # fmt: skip
+_TOP_KEYS = {"version", "service", "defaults", "scenarios", "compare_to"}
+_COMPARE_KEYS = {"ref", "command", "url", "mode", "round"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -123,8 +139,15 @@ def _wait_time(value: object, where: str) -> tuple[float, float]:
     return low, high
 
 
-def _task(data: object, where: str) -> Task:
-    raw = _mapping(data, where, _TASK_KEYS)
+def _task(data: object, where: str, base: Path | None = None) -> Task:
+    raw = _mapping(data, where, _TASK_KEYS | _STREAM_TASK_KEYS)
+    if raw.get("kind", "http") != "http":
+        return _stream_task(raw, where, base or Path.cwd())
+    extra = sorted(set(raw) & _STREAM_TASK_KEYS - {"kind"})
+    if extra:
+        raise ConfigError(
+            f"{where}.{extra[0]}", f"applies to streaming tasks; set kind to one of {_KINDS}"
+        )
     method = raw.get("method", "GET")
     if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
         raise ConfigError(f"{where}.method", f"expected one of {HTTP_METHODS}, got {method!r}")
@@ -198,13 +221,13 @@ def _endpoint_budgets(merged: Mapping[str, Any], where: str) -> dict[str, Budget
 
 
 def _users_source(
-    merged: Mapping[str, Any], where: str
+    merged: Mapping[str, Any], where: str, base: Path | None = None
 ) -> tuple[tuple[Task, ...], str | None, tuple[str, ...]]:
     """What the simulated users do: ``tasks``, or a ``locustfile`` with ``user_classes``."""
     tasks_raw = merged.get("tasks", [])
     if not isinstance(tasks_raw, list):
         raise ConfigError(f"{where}.tasks", f"expected a list of tasks, got {tasks_raw!r}")
-    tasks = tuple(_task(t, f"{where}.tasks[{i}]") for i, t in enumerate(tasks_raw))
+    tasks = tuple(_task(t, f"{where}.tasks[{i}]", base) for i, t in enumerate(tasks_raw))
     locustfile = merged.get("locustfile")
     user_classes = merged.get("user_classes", [])
     if not tasks and not locustfile:
@@ -271,14 +294,37 @@ def _tags(
     return tuple(value)
 
 
+def _slo(
+    merged: Mapping[str, Any], budget: Budget, endpoint_budgets: Mapping[str, Budget], where: str
+) -> dict[str, float] | None:
+    """``slo: {ttft_ms: 500, tpot_ms: 50, e2e_ms: 10000}``: the objectives goodput counts by.
+
+    Each value is read with the ``MS`` unit; a ``goodput`` budget needs an ``slo``.
+    """
+    if "slo" not in merged:
+        budgets = {"budgets": budget, **{f"endpoints.{e}": b for e, b in endpoint_budgets.items()}}
+        for key, b in budgets.items():
+            if b.goodput is not None:
+                raise ConfigError(
+                    f"{where}.{key}.goodput",
+                    f"goodput counts the requests meeting every objective of the scenario's "
+                    f"slo; add slo: with any of {', '.join(SLO_KEYS)}",
+                )
+        return None
+    raw = _mapping(merged["slo"], f"{where}.slo", set(SLO_KEYS))
+    if not raw:
+        raise ConfigError(f"{where}.slo", f"expected any of {', '.join(SLO_KEYS)}, got {{}}")
+    return {str(k): MS.parse(v, f"{where}.slo.{k}") for k, v in raw.items()}
+
+
 def _scenario(
     name: str, data: Mapping[str, Any], defaults: Mapping[str, Any], where: str,
-    lines: Mapping[str, int],
+    lines: Mapping[str, int], base: Path | None = None,
 ) -> Scenario:  # fmt: skip
     merged = {**defaults, **data}
     budget = budget_from_mapping(merged.get("budgets", {}), f"{where}.budgets")
     endpoint_budgets = _endpoint_budgets(merged, where)
-    tasks, locustfile, user_classes = _users_source(merged, where)
+    tasks, locustfile, user_classes = _users_source(merged, where, base)
     _check_endpoint_names(endpoint_budgets, tasks, where)
     wait_min, wait_max = _wait_time(merged.get("wait_time", 0), f"{where}.wait_time")
     duration, warmup = _window(merged, where)
@@ -309,10 +355,12 @@ def _scenario(
         ),
         processes=_positive_int(merged.get("processes", 1), f"{where}.processes", "processes"),
         arrival_rate=rate,
+        **_arrivals(merged, where, rate),
         external_workers=_positive_int(
             merged.get("external_workers", 0), f"{where}.external_workers", "workers", minimum=0
         ),
         master_bind=str(merged.get("master_bind", "127.0.0.1")),
+        slo=_slo(merged, budget, endpoint_budgets, where),
         description=str(merged.get("description", "")),
         source_lines=lines,
     )
@@ -344,7 +392,58 @@ def _service(data: object, where: str) -> ServiceSpec:
         cwd=raw.get("cwd"),
         metrics_url=_metrics_url(raw.get("metrics_url"), f"{where}.metrics_url"),
         metrics=_service_metrics(raw.get("metrics", {}), f"{where}.metrics"),
+        container=_container(raw, where),
     )
+
+
+def _container(service: Mapping[str, Any], where: str) -> ContainerSpec | None:
+    """``service.container``: an image to run or a Compose file's service (not both)."""
+    if "container" not in service:
+        return None
+    where = f"{where}.container"
+    raw = _mapping(service["container"], where, _CONTAINER_KEYS)
+    if service.get("command") is not None:
+        raise ConfigError(where, "give service.command or service.container, not both")
+    text = {key: _text(raw.get(key), f"{where}.{key}") for key in _CONTAINER_KEYS - {
+        "build_args", "port", "stop_timeout"}}  # fmt: skip
+    ways = [key for key in ("image", "compose_file", "start") if text[key] is not None]
+    if len(ways) != 1:
+        raise ConfigError(
+            where, f"expected image, compose_file or start (one of them), got {dict(raw)!r}"
+        )
+    if ways != ["image"]:
+        for key in ("build", "dockerfile", "args", "options"):
+            if text[key] is not None:
+                raise ConfigError(f"{where}.{key}", f"applies to image, not to {ways[0]}")
+    if (text["start"] is None) != (text["stop"] is None):
+        raise ConfigError(where, "start and stop go together: stop removes what start started")
+    if text["start"] is not None and "{port}" not in text["start"]:
+        raise ConfigError(
+            f"{where}.start",
+            f"expected a command with a {{port}} placeholder, got {text['start']!r}",
+        )
+    if text["engine"] not in (None, "podman", "docker"):
+        raise ConfigError(f"{where}.engine", f"expected podman or docker, got {text['engine']!r}")
+    build_args = raw.get("build_args", {})
+    if not isinstance(build_args, Mapping):
+        raise ConfigError(f"{where}.build_args", f"expected a mapping, got {build_args!r}")
+    return ContainerSpec(
+        image=text["image"], build=text["build"], dockerfile=text["dockerfile"],
+        build_args={str(k): str(v) for k, v in build_args.items()},
+        args=text["args"], options=text["options"], compose_file=text["compose_file"],
+        service=text["service"] or "service", engine=text["engine"],
+        port=_positive_int(raw.get("port", 8000), f"{where}.port", "a port"),
+        stop_timeout_s=parse_duration(raw.get("stop_timeout", 10), f"{where}.stop_timeout"),
+        start=text["start"], stop=text["stop"],
+    )  # fmt: skip
+
+
+def _text(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(where, f"expected a non-empty string, got {value!r}")
+    return value
 
 
 # --- service.metrics -------------------------------------------------------------------
@@ -518,5 +617,216 @@ def _from_raw(data: dict[str, Any], label: str, path: Path) -> Thresholds:
         raw_body = _mapping(body, where, _SCENARIO_KEYS)
         lines = _budget_lines(raw_with_lines.get(name, {}), name)
         lines = {**lines, "": raw_with_lines.get("__lines__", {}).get(name, 0)}
-        scenarios[name] = _scenario(name, raw_body, defaults, where, lines)
-    return Thresholds(path=path.resolve(), service=service, scenarios=scenarios)
+        scenarios[name] = _scenario(name, raw_body, defaults, where, lines, path.parent)
+    compare = _compare_to(clean.get("compare_to"), f"{label}: compare_to")
+    return Thresholds(path=path.resolve(), service=service, scenarios=scenarios, compare_to=compare)
+
+
+# --- compare_to ------------------------------------------------------------------------
+
+
+def _compare_to(data: object, where: str) -> CompareSpec | None:
+    """``compare_to:``, the baseline of A/B runs: one of ``ref``, ``command``, ``url``
+    (``ref`` with a ``command``: that command, run in the ref's worktree)."""
+    if data is None:
+        return None
+    raw = _mapping(data, where, _COMPARE_KEYS)
+    given = [k for k in ("ref", "command", "url") if raw.get(k) is not None]
+    if len(given) != 1 and given != ["ref", "command"]:
+        raise ConfigError(
+            where,
+            "expected exactly one of ref, command, url (or ref with a command), got "
+            + (", ".join(given) or "none"),
+        )
+    for key in given:
+        if not isinstance(raw[key], str) or not raw[key].strip():
+            raise ConfigError(f"{where}.{key}", f"expected a non-empty string, got {raw[key]!r}")
+    command, url = raw.get("command"), raw.get("url")
+    if command is not None and "{port}" not in command:
+        raise ConfigError(
+            f"{where}.command", f"expected a command with a {{port}} placeholder, got {command!r}"
+        )
+    if url is not None and not re.match(r"^https?://", url):
+        raise ConfigError(f"{where}.url", f"expected an http(s):// URL, got {url!r}")
+    mode = raw.get("mode", "duet")
+    if mode not in ("duet", "interleaved"):
+        raise ConfigError(f"{where}.mode", f"expected duet or interleaved, got {mode!r}")
+    round_s = parse_duration(raw.get("round", 5), f"{where}.round")
+    if not round_s > 0:
+        raise ConfigError(f"{where}.round", f"expected a positive duration, got {raw['round']!r}")
+    return CompareSpec(
+        ref=raw.get("ref"), command=command, url=url and url.rstrip("/"), mode=mode,
+        round_s=round_s,
+    )  # fmt: skip
+
+
+# --- streaming tasks and arrivals --------------------------------------------------------
+
+_KINDS = ", ".join(TASK_KINDS)
+_DEFAULT_PATHS = {"openai_chat": "/v1/chat/completions", "openai_completions": "/v1/completions"}
+
+
+def _stream_task(raw: Mapping[str, Any], where: str, base: Path) -> Task:
+    """A task whose response the child reads as a stream of tokens (``load.sse``)."""
+    kind = raw["kind"]
+    if kind not in TASK_KINDS:
+        raise ConfigError(f"{where}.kind", f"expected one of {_KINDS}, got {kind!r}")
+    openai = kind in _DEFAULT_PATHS
+    if openai and ("json" in raw or "json_factory" in raw):
+        raise ConfigError(where, f"{kind} builds its body: put extra fields in extra_body")
+    if not openai:
+        _refuse(raw, where, kind)
+    plain = {k: v for k, v in raw.items() if k not in _STREAM_TASK_KEYS}
+    plain["method"] = raw.get("method", "POST")
+    plain["path"] = raw.get("path", _DEFAULT_PATHS.get(kind))
+    return dataclasses.replace(
+        _task(plain, where),
+        kind=kind,
+        model=_optional_str(raw.get("model"), f"{where}.model"),
+        prompts=_prompts(raw, where, kind, base) if openai else (),
+        max_tokens=_max_tokens(raw.get("max_tokens"), f"{where}.max_tokens"),
+        temperature=_temperature(raw.get("temperature"), f"{where}.temperature"),
+        stream=_flag(raw.get("stream", True), f"{where}.stream"),
+        extra_body=_extra_body(raw.get("extra_body", {}), f"{where}.extra_body"),
+        tokens_field=_optional_str(raw.get("tokens_field"), f"{where}.tokens_field"),
+    )
+
+
+_OPENAI_ONLY = ("model", "prompt", "messages", "prompts_file", "max_tokens", "temperature")
+
+
+def _refuse(raw: Mapping[str, Any], where: str, kind: str) -> None:
+    for key in (*_OPENAI_ONLY, "extra_body"):
+        if key in raw:
+            raise ConfigError(f"{where}.{key}", f"applies to openai kinds, not to kind {kind}")
+
+
+def _optional_str(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _flag(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(where, f"expected true or false, got {value!r}")
+    return value
+
+
+def _temperature(value: object, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 2:
+        raise ConfigError(where, f"expected a number from 0 to 2, got {value!r}")
+    return float(value)
+
+
+def _extra_body(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(where, f"expected a mapping of request fields, got {value!r}")
+    return dict(value)
+
+
+def _max_tokens(value: object, where: str) -> int | dict[str, float] | None:
+    """An int, ``{min, max}`` (uniform ints) or ``{mean, sd}`` (a normal clipped at 1)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _positive_int(value, where, "a number of tokens")
+    if isinstance(value, Mapping) and set(value) == {"min", "max"}:
+        low = _positive_int(value["min"], f"{where}.min", "a number of tokens")
+        high = _positive_int(value["max"], f"{where}.max", "a number of tokens")
+        if low > high:
+            raise ConfigError(where, f"min {low} is above max {high}")
+        return {"min": low, "max": high}
+    if isinstance(value, Mapping) and set(value) == {"mean", "sd"}:
+        mean = parse_number(value["mean"], f"{where}.mean", "tokens")
+        sd = parse_number(value["sd"], f"{where}.sd", "tokens")
+        if mean < 1 or sd < 0:
+            raise ConfigError(where, f"expected mean >= 1 and sd >= 0, got {dict(value)!r}")
+        return {"mean": mean, "sd": sd}
+    raise ConfigError(
+        where, f"expected tokens (64), {{min: 16, max: 128}} or {{mean: 64, sd: 16}}, got {value!r}"
+    )
+
+
+def _prompts(raw: Mapping[str, Any], where: str, kind: str, base: Path) -> tuple[Any, ...]:
+    """The prompts drawn from: ``prompt``, ``messages`` (chat) or ``prompts_file`` lines."""
+    given = [k for k in ("prompt", "messages", "prompts_file") if k in raw]
+    if len(given) != 1:
+        raise ConfigError(where, f"give one of prompt, messages or prompts_file, got {given}")
+    key = given[0]
+    if key == "prompts_file":
+        return _prompts_file(raw[key], f"{where}.prompts_file", kind, base)
+    return (_prompt({key: raw[key]}, f"{where}.{key}", kind),)
+
+
+def _prompt(item: object, where: str, kind: str) -> Any:
+    """One prompt: a string, or (chat) a list of ``{role, content}`` messages."""
+    if isinstance(item, Mapping) and len(item) == 1 and isinstance(item.get("prompt"), str):
+        return item["prompt"]
+    messages = item.get("messages") if isinstance(item, Mapping) and len(item) == 1 else None
+    if kind == "openai_chat" and messages is not None and _is_messages(messages):
+        return [dict(m) for m in messages]
+    shown = item.get("prompt", item.get("messages")) if isinstance(item, Mapping) else item
+    chat = " or a list of {role, content} messages" if kind == "openai_chat" else ""
+    raise ConfigError(where, f"expected a string{chat}, got {shown!r}")
+
+
+def _is_messages(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, Mapping) and isinstance(m.get("role"), str) for m in value)
+        and all("content" in m for m in value)
+    )
+
+
+def _prompts_file(value: object, where: str, kind: str, base: Path) -> tuple[Any, ...]:
+    """A JSONL file beside the thresholds file: ``{"prompt": ...}`` or ``{"messages": ...}``."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, f"expected a file path, got {value!r}")
+    path = base / value
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(where, f"cannot read {path}: {exc.strerror or exc}") from None
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        here = f"{where}: {value} line {number}"
+        try:
+            item = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError(here, f"not JSON ({exc}): {line[:80]!r}") from None
+        prompts.append(_prompt(item, here, kind))
+    if not prompts:
+        raise ConfigError(where, f"{path} holds no prompt")
+    return tuple(prompts)
+
+
+def _arrivals(merged: Mapping[str, Any], where: str, rate: float | None) -> dict[str, Any]:
+    """The open model's gaps: ``arrivals`` (uniform, poisson), ``burstiness`` (gamma), ``seed``."""
+    given = [k for k in ("arrivals", "burstiness") if k in merged]
+    if given and rate is None:
+        raise ConfigError(f"{where}.{given[0]}", "applies to the open model: set arrival_rate")
+    arrivals = merged.get("arrivals", "uniform")
+    if arrivals not in ("uniform", "poisson"):
+        raise ConfigError(f"{where}.arrivals", f"expected uniform or poisson, got {arrivals!r}")
+    burstiness = 1.0
+    if "burstiness" in merged:
+        value = merged["burstiness"]
+        burstiness = parse_number(value, f"{where}.burstiness", "a gamma shape")
+        if not burstiness > 0 or ("arrivals" in merged and arrivals == "uniform"):
+            raise ConfigError(
+                f"{where}.burstiness",
+                f"expected a gamma shape > 0 with poisson arrivals (or none), got {value!r}",
+            )
+        arrivals = "gamma"
+    seed = merged.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}.seed", f"expected an integer, got {seed!r}")
+    return {"arrivals": arrivals, "burstiness": burstiness, "seed": seed}

@@ -9,6 +9,9 @@ died, early stop, baselines, merged problems, file names) are unit-tested with
     Scenario --LoadDriver.run--> RawRun --core.stats.summarize--> RunStats
       --core.verdict.evaluate--> Verdict --core.findings.analyze--> Analysis
       --results.files.write_all--> files
+
+During the load a ``target.machine`` sampler watches the machine; ``core.noise`` judges
+its samples, and a run that would fail while the machine was noisy is INVALID instead.
 """
 
 from __future__ import annotations
@@ -16,21 +19,37 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from pytest_perfgate.core import findings, resilience, sequential, stats, verdict
 from pytest_perfgate.core.model import Budget, Scenario, Thresholds, scenario_settings
-from pytest_perfgate.core.regression import Baseline, compare, samples_by_endpoint
+from pytest_perfgate.core.noise import (
+    NoiseFinding,
+    NoiseLimits,
+    assess,
+    blame_noise,
+    quiet_breaches,
+    quiet_note,
+    quiet_requests,
+)
+from pytest_perfgate.core.regression import (
+    Baseline,
+    compare,
+    samples_by_endpoint,
+    series_by_endpoint,
+)
 from pytest_perfgate.core.service_metrics import ServiceMetrics, metrics_url
 from pytest_perfgate.errors import BaselineError, GateError, LoadRunError
-from pytest_perfgate.load.driver import LoadDriver, ProgressCallback, RawRun, StopRule
+from pytest_perfgate.load.driver import LoadDriver, Progress, ProgressCallback, RawRun, StopRule
 from pytest_perfgate.load.locust_driver import LocustDriver
 from pytest_perfgate.options import Settings
 from pytest_perfgate.results.baselines import load_baseline, save_baseline
 from pytest_perfgate.results.files import write_all
 from pytest_perfgate.results.result import ScenarioResult
-from pytest_perfgate.target.probe import HttpProbe, Probe, Target
+from pytest_perfgate.target.machine import MachineRecord, MachineSampler, Sampler
+from pytest_perfgate.target.probe import ExternalService, HttpProbe, Probe, Target
 from pytest_perfgate.target.telemetry import GpuTelemetry
 
 __all__ = ["Gate", "file_prefix"]
@@ -53,6 +72,23 @@ class _Load:
     raw: RawRun
     failure: LoadRunError | None
     gpu: GpuTelemetry
+    machine: MachineRecord
+    load_start: float | None = None  # time.monotonic() when the load began, if it reported
+
+
+class _LoadClock:
+    """Passes progress on, and notes when the load began (to line up the machine's samples
+    with the requests)."""
+
+    def __init__(self, inner: ProgressCallback | None) -> None:
+        self.inner = inner
+        self.start: float | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        if self.start is None:
+            self.start = time.monotonic() - progress.elapsed_s
+        if self.inner is not None:
+            self.inner(progress)
 
 
 class Gate:
@@ -71,6 +107,7 @@ class Gate:
         *,
         driver: LoadDriver | None = None,
         probe: Probe | None = None,
+        sampler: Sampler | None = None,
         cwd: Path,
     ) -> None:
         self.thresholds = thresholds
@@ -78,6 +115,7 @@ class Gate:
         self._target = target
         self.driver: LoadDriver = driver or LocustDriver()
         self.probe: Probe = probe or HttpProbe(thresholds.service.metrics)
+        self.sampler: Sampler = sampler or MachineSampler()  # the machine during each run
         self.cwd = cwd  # where json_factory modules and relative locustfiles resolve
 
     def scenario(
@@ -103,9 +141,15 @@ class Gate:
         return scenario
 
     def run(
-        self, scenario: Scenario, *, on_progress: ProgressCallback | None = None
+        self,
+        scenario: Scenario,
+        *,
+        on_progress: ProgressCallback | None = None,
+        attempt: tuple[int, int] = (1, 1),
     ) -> ScenarioResult:
-        """Load ``scenario`` against the target, judge it, write its files, maybe save it."""
+        """Load ``scenario`` against the target, judge it, write its files, maybe save it.
+
+        ``attempt``: this run is attempt n of m (``--perfgate-retry-noisy``), as reported."""
         base = self._baseline(scenario)  # read before the run: never the run under test
         target = self._target()
         results_dir = self.settings.results_dir
@@ -118,6 +162,7 @@ class Gate:
             scenario, load, self._problems(load, target), before,
             self.probe.metrics(self._metrics_url(target)), started, base,
         )  # fmt: skip
+        result = dataclasses.replace(result, attempt=attempt)
         result = self._save_baseline(result)  # before write_all, so the files list it
         write_all(result, results_dir, prefix)
         return result
@@ -146,10 +191,14 @@ class Gate:
         """The driver's run; a failure with samples is judged (INVALID), one without raises."""
         failure: LoadRunError | None = None
         stop_gpu = self.probe.watch_gpu(self._metrics_url(target))
+        stop_machine = self.sampler.watch(
+            target.url, started_here=not isinstance(target, ExternalService)
+        )
+        clock = _LoadClock(on_progress)
         try:
             raw = self.driver.run(
                 scenario, target.url, self.settings.results_dir, prefix,
-                on_progress=on_progress, should_stop=stop_rule, cwd=self.cwd,
+                on_progress=clock, should_stop=stop_rule, cwd=self.cwd,
             )  # fmt: skip
         except LoadRunError as exc:
             if exc.partial is None:
@@ -157,7 +206,8 @@ class Gate:
             raw, failure = exc.partial, exc
         finally:
             gpu = stop_gpu()
-        return _Load(raw, failure, gpu)
+            machine = stop_machine()
+        return _Load(raw, failure, gpu, machine, clock.start)
 
     def _problems(self, load: _Load, target: Target) -> list[str]:
         """What makes the run untrustworthy: the driver's problems, then the gate's own."""
@@ -187,6 +237,7 @@ class Gate:
             measured, window, level, correlated=True,
             anytime=self._stop_rule(scenario, base) is not None,
             limits=sequential.quantile_limits(scenario.budget, scenario.endpoint_budgets),
+            slo=scenario.slo,
         )  # fmt: skip
         regressions = (
             () if base is None else self._regressions(scenario, base, measured, run_stats, level)
@@ -198,6 +249,10 @@ class Gate:
             figures=_figures(scenario, raw, measured, before, after, load.gpu,
                              self.thresholds.service.metrics),
         )  # fmt: skip
+        noise = self._noise(load.machine)
+        if self.settings.noise_check and noise is not None and noise.noisy and judged.failed:
+            quiet, noise = self._quiet(scenario, load, measured, window, level, noise)
+            judged = blame_noise(judged, noise, quiet)
         found = findings.analyze(
             run_stats, raw.history, failures=measured, server_metrics_before=before,
             server_metrics_after=after, loadgen_cpu_percent=raw.loadgen_cpu_percent,
@@ -206,7 +261,43 @@ class Gate:
         return ScenarioResult(
             scenario=scenario, raw=raw, stats=run_stats, verdict=judged, analysis=found,
             started_at=started, thresholds=self.thresholds.path, gpu=load.gpu, baseline=base,
+            noise=noise,
         )  # fmt: skip
+
+    def _noise(self, machine: MachineRecord) -> NoiseFinding | None:
+        """What the machine samples say about outside load (None: not sampled)."""
+        s = self.settings
+        limits = NoiseLimits(cores=s.noise_cores, share=s.noise_share, steal=s.noise_steal)
+        return assess(machine.samples, machine.cores, limits, service_known=machine.service_known)
+
+    def _quiet(
+        self, scenario: Scenario, load: _Load, measured: list[stats.Sample], window: float,
+        level: float, noise: NoiseFinding,
+    ) -> tuple[tuple[verdict.Check, ...], NoiseFinding]:  # fmt: skip
+        """The breaches of the requests made while the machine was quiet (none where the
+        samples cannot be lined up with the load, or too few requests were quiet), and the
+        finding with a note that says so where there are any."""
+        machine = load.machine
+        if machine.started is None or load.load_start is None:
+            return (), noise
+        offset = load.load_start - machine.started
+        quiet = quiet_requests(measured, machine.samples, noise.limits, offset)
+        if len(quiet) < scenario.min_samples:
+            return (), noise
+        quiet_stats = stats.summarize(
+            quiet, window, level, correlated=True, anytime=True,
+            limits=sequential.quantile_limits(scenario.budget, scenario.endpoint_budgets),
+            slo=scenario.slo,
+        )  # fmt: skip
+        judged = verdict.evaluate(
+            scenario.name, scenario.budget, scenario.endpoint_budgets, quiet_stats,
+            min_samples=scenario.min_samples,
+        )  # fmt: skip
+        breaches = quiet_breaches(judged)
+        if not breaches:
+            return (), noise
+        note = quiet_note(breaches, len(quiet))
+        return breaches, dataclasses.replace(noise, notes=(*noise.notes, note))
 
     def _check_level(self, scenario: Scenario, base: Baseline | None) -> float:
         """The confidence level of each check: Bonferroni over the scenario's blocking checks."""
@@ -227,6 +318,7 @@ class Gate:
             checks += compare(
                 base, by_endpoint, run_stats, b.regressions, level,
                 endpoint=endpoint, severity=b.severity, settings=settings,
+                series=series_by_endpoint(measured),
             )  # fmt: skip
         return tuple(checks)
 
@@ -258,6 +350,7 @@ class Gate:
         path = save_baseline(
             self.settings.baseline_dir, name, scenario.name,
             samples_by_endpoint(_measured(scenario, result.raw)), result.stats, meta,
+            series=series_by_endpoint(_measured(scenario, result.raw)),
         )  # fmt: skip
         return dataclasses.replace(result, files={**result.files, "baseline": path})
 

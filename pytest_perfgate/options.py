@@ -13,7 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_perfgate.core.parsing import check_name, parse_duration, parse_percent
+from pytest_perfgate.core.parsing import (
+    check_name,
+    parse_duration,
+    parse_fraction,
+    parse_percent,
+)
 from pytest_perfgate.errors import ConfigError
 
 __all__ = ["OPTIONS", "Option", "Settings", "resolve"]
@@ -37,6 +42,25 @@ def _positive_float(value: str, where: str) -> float:
     if not number > 0:
         raise ConfigError(where, f"expected a number > 0, got {value!r}")
     return number
+
+
+def _count(value: str, where: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(where, f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(where, f"expected a number >= 0, got {value!r}")
+    return number
+
+
+def _fraction(value: str, where: str) -> float:
+    """A share between 0 and 1 from the command line: ``0.05`` or ``5%``."""
+    try:
+        number: object = float(value)
+    except ValueError:
+        number = value  # "5%", or a mistake that parse_fraction names
+    return parse_fraction(number, where)
 
 
 def _duration(value: str, where: str) -> float:
@@ -153,6 +177,25 @@ OPTIONS: tuple[Option, ...] = (
            "of the same name is replaced (that is how a baseline is updated)",
            check_name, None, "NAME"),
     Option("baseline_dir", "folder of stored baselines", _text, ".perfgate/baselines", "DIR"),
+    Option("against", "A/B run: judge each scenario's *_regression budgets against this "
+           "baseline running beside the service on the same machine at the same time: a git "
+           "ref (started with service.command from a temporary worktree) or the URL of a "
+           "running baseline; overrides compare_to in the thresholds file", _text, None, "REF"),
+    Option("ab_mode", "how an A/B run pairs the two sides: duet (every request sent to both, "
+           "back to back) or interleaved (alternating rounds); default compare_to.mode, else "
+           "duet", _choice("duet", "interleaved"), None, "MODE"),
+    Option("noise_check", "watch the machine during each run and call a breach INVALID "
+           "(not the service's) when outside load, steal or a saturated load generator can "
+           "explain it", _bool, "true", "BOOL"),
+    Option("noise_cores", "CPU of processes outside the run, in cores, above which a moment "
+           "of the run counts as busy", _positive_float, "0.5", "CORES"),
+    Option("noise_share", "share of the run that must be busy for the run to count as "
+           "noisy, as a fraction (the slowest 0.05 of the requests decide a p95)", _fraction,
+           "0.05", "SHARE"),
+    Option("noise_steal", "mean CPU steal time (virtual machines), as a fraction of the CPU "
+           "time, that makes a run noisy", _fraction, "0.1", "SHARE"),
+    Option("retry_noisy", "rerun a scenario whose breach the machine's noise explains up to "
+           "N times; the last attempt's verdict counts", _count, "0", "N"),
 )  # fmt: skip
 
 
@@ -176,6 +219,13 @@ class Settings:
     baseline: str | None
     save_baseline: str | None
     baseline_dir: Path
+    against: str | None
+    ab_mode: str | None
+    noise_check: bool
+    noise_cores: float
+    noise_share: float
+    noise_steal: float
+    retry_noisy: int
 
 
 def resolve(

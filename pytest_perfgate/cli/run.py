@@ -19,6 +19,7 @@ from pytest_perfgate.load.driver import Progress, ProgressCallback
 from pytest_perfgate.options import OPTIONS, resolve
 from pytest_perfgate.results.result import ScenarioResult
 from pytest_perfgate.results.terminal import progress_line, terminal_table
+from pytest_perfgate.target.container import ContainerService, start_container
 from pytest_perfgate.target.probe import Target, external_target, health_check
 from pytest_perfgate.target.process import ManagedService, start_service
 
@@ -34,11 +35,12 @@ def run_cli(args: argparse.Namespace) -> int:
     names = list(thresholds.scenarios) if args.scenario == "all" else [args.scenario]
     for name in names:
         thresholds.scenario(name)  # an unknown name fails before any process starts
-    service: ManagedService | None = None
+    service: ManagedService | ContainerService | None = None
     try:
         target: Target | None = external_target(thresholds, settings)
         if target is None:
-            service = target = start_service(thresholds, settings, cwd)
+            start = start_container if thresholds.service.container else start_service
+            service = target = start(thresholds, settings, cwd)
         health_check(target, thresholds.service.ready_path)
         gate = Gate(thresholds, settings, lambda: target, cwd=cwd)
         results = [_run_one(gate, name, target) for name in names]
@@ -54,8 +56,20 @@ def run_cli(args: argparse.Namespace) -> int:
 
 
 def _run_one(gate: Gate, name: str, target: Target) -> ScenarioResult:
+    """One scenario, run again while the machine's noise explains its verdict, at most
+    ``--retry-noisy`` more times (each attempt's files are kept; the last one counts)."""
     print(f"perfgate: running {name} against {target.url}", file=sys.stderr)
-    return gate.run(gate.scenario(name), on_progress=_stderr_progress())
+    total = 1 + gate.settings.retry_noisy
+    for n in range(1, total + 1):
+        result = gate.run(gate.scenario(name), on_progress=_stderr_progress(), attempt=(n, total))
+        if result.noise is None or not result.called_noisy or total == 1:
+            break
+        then = "running it again" if n < total else "no attempt left"
+        print(
+            f"perfgate: {name} attempt {n}/{total}: {result.noise.sentence()}; {then}",
+            file=sys.stderr,
+        )
+    return result
 
 
 def _stderr_progress() -> ProgressCallback | None:

@@ -20,19 +20,29 @@ from pytest_perfgate.core.service_metrics import DEFAULT_METRICS, ServiceMetrics
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
+    "ARRIVALS",
     "HTTP_METHODS",
+    "TASK_KINDS",
+    "Arrivals",
     "Budget",
+    "CompareSpec",
+    "ContainerSpec",
     "LoadShape",
     "Scenario",
     "ServiceSpec",
     "Severity",
     "Task",
+    "TaskKind",
     "Thresholds",
     "budget_from_mapping",
     "scenario_settings",
 ]
 
 Severity = Literal["block", "warn"]
+TaskKind = Literal["http", "openai_chat", "openai_completions", "sse"]
+TASK_KINDS: tuple[TaskKind, ...] = ("http", "openai_chat", "openai_completions", "sse")
+Arrivals = Literal["uniform", "poisson", "gamma"]
+ARRIVALS: tuple[Arrivals, ...] = ("uniform", "poisson", "gamma")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 
 
@@ -160,6 +170,24 @@ class Task:
     json: Any = None
     json_factory: str | None = None  # "module:function" returning the JSON body
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: "http" (the request above), or a streamed one the child times token by token
+    #: (``load.sse``): "openai_chat", "openai_completions" or "sse"
+    kind: TaskKind = "http"
+    model: str | None = None
+    #: openai kinds: the prompts drawn from, chat message lists or completion strings
+    prompts: tuple[Any, ...] = ()
+    #: an int, ``{"min": a, "max": b}`` (uniform ints) or ``{"mean": m, "sd": s}`` (clipped
+    #: normal); None: the server's default
+    max_tokens: int | Mapping[str, float] | None = None
+    temperature: float | None = None
+    stream: bool = True
+    extra_body: Mapping[str, Any] = field(default_factory=dict)
+    tokens_field: str | None = None  # sse: the event's field counting its tokens (else 1)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the child reads this task's response as a stream of tokens."""
+        return self.kind != "http" and self.stream
 
 
 @dataclass(frozen=True)
@@ -195,9 +223,17 @@ class Scenario:
     processes: int = 1
     #: open workload: requests per second started on schedule (None: Locust's closed model)
     arrival_rate: float | None = None
+    #: the open model's gaps: equal (uniform), exponential (poisson) or gamma with shape
+    #: ``burstiness`` and mean ``1 / arrival_rate`` (vLLM's ``--burstiness``), drawn from ``seed``
+    arrivals: Arrivals = "uniform"
+    burstiness: float = 1.0
+    seed: int = 0
     #: distributed: wait for this many ``locust --worker`` processes started elsewhere
     external_workers: int = 0
     master_bind: str = "127.0.0.1"
+    #: per-request objectives (``core.metrics.SLO_KEYS``, in ms) that ``goodput`` counts a
+    #: request as good by; None: no ``slo:`` given, so no goodput
+    slo: Mapping[str, float] | None = None
     description: str = ""
     source_lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -247,6 +283,9 @@ def scenario_settings(scenario: Scenario) -> dict[str, Any]:
         "request_timeout_s": scenario.request_timeout_s,
         "min_samples": scenario.min_samples,
         "arrival_rate": scenario.arrival_rate,
+        "arrivals": scenario.arrivals,
+        "burstiness": scenario.burstiness,
+        "seed": scenario.seed,
         "shape": shape.kind if shape else None,
         "stages": [list(stage) for stage in shape.stages] if shape else None,
     }
@@ -256,8 +295,39 @@ def scenario_settings(scenario: Scenario) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ContainerSpec:
+    """The service in a container (``service.container``), started and removed by the gate.
+
+    Either ``image`` (built first from the ``build`` folder when given) that the gate runs
+    with ``port`` published on a free 127.0.0.1 port, or the ``service`` of a Compose file
+    (``compose_file``) that the gate brings up as a project of its own, with the free port
+    in ``PERFGATE_PORT`` for the file to publish, or a ``start`` command (run in the
+    foreground; ``{port}`` the free port, ``{name}`` a name for the run) and the ``stop``
+    command that removes what it started. ``engine``: podman or docker (``None``: the first
+    on PATH).
+    """
+
+    image: str | None = None
+    build: str | None = None
+    dockerfile: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    #: replaces the image's command; ``{port}`` is ``port``
+    args: str | None = None
+    #: more options of ``run``, e.g. ``--device nvidia.com/gpu=all``
+    options: str | None = None
+    compose_file: str | None = None
+    service: str = "service"
+    #: the port the service listens on inside the container
+    port: int = 8000
+    engine: str | None = None
+    stop_timeout_s: float = 10.0
+    start: str | None = None
+    stop: str | None = None
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
-    """How to reach the system under test: a command to start, or a URL already running."""
+    """How to reach the system under test: a command to start, a container, or a URL."""
 
     command: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
@@ -270,6 +340,29 @@ class ServiceSpec:
     metrics_url: str | None = None
     #: which of its metrics hold the figures the gate reads (``service.metrics``)
     metrics: ServiceMetrics = DEFAULT_METRICS
+    #: the service in a container instead of ``command`` (``service.container``)
+    container: ContainerSpec | None = None
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """``compare_to:``: the baseline of A/B runs (``core.duet``), exactly one of a git
+    ``ref`` (started with ``service.command`` from a temporary worktree, or with
+    ``command`` when it is given too), a ``command`` or a ``url``; and how the load pairs
+    the two sides."""
+
+    ref: str | None = None
+    command: str | None = None
+    url: str | None = None
+    mode: Literal["duet", "interleaved"] = "duet"
+    round_s: float = 5.0  # interleaved: seconds per round
+
+    @property
+    def label(self) -> str:
+        """What the baseline is, for messages: ``HEAD (git worktree)``, a URL, a command."""
+        if self.ref is not None:
+            return f"{self.ref} (git worktree)"
+        return self.url or f"command {self.command}"
 
 
 @dataclass(frozen=True)
@@ -279,6 +372,7 @@ class Thresholds:
     path: Path
     service: ServiceSpec
     scenarios: Mapping[str, Scenario]
+    compare_to: CompareSpec | None = None  # the baseline of A/B runs, if the file names one
 
     def scenario(self, name: str) -> Scenario:
         try:

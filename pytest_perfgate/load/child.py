@@ -48,15 +48,15 @@ from __future__ import annotations
 # ruff: noqa: E402 - gevent must patch the process before the rest is imported
 from gevent import monkey
 
-from pytest_perfgate.errors import ConfigError, FatalError
+from pytest_perfgate.errors import ConfigError, FatalError, StreamError
 
 monkey.patch_all()  # what `import locust` does anyway; explicit, and first
 
+import contextlib
 import copy
 import importlib
 import json
 import logging
-import math
 import os
 import random
 import signal
@@ -91,6 +91,7 @@ from locust.runners import (
 from locust.stats import PERCENTILES_TO_REPORT, RequestStats, StatsCSVFileWriter, stats_history
 from locust.util.load_locustfile import load_locustfile
 
+from pytest_perfgate.core.duet import baseline_name
 from pytest_perfgate.core.parsing import expand_env
 from pytest_perfgate.core.stats import NOT_SENT
 from pytest_perfgate.load.protocol import (
@@ -102,10 +103,18 @@ from pytest_perfgate.load.protocol import (
     DoneMessage,
     LoadStartMessage,
     Row,
+    StreamRow,
     TaskSpec,
     WorkerSamplesMessage,
     encode_row,
     parse_stop,
+)
+from pytest_perfgate.load.sse import (
+    OPENAI_KINDS,
+    STREAM_KINDS,
+    SseDecoder,
+    StreamTally,
+    request_body,
 )
 from pytest_perfgate.processes import child_env, die_with_parent, end_processes
 
@@ -115,6 +124,8 @@ logger = logging.getLogger("pytest_perfgate.loadgen")
 LATE_FLOOR_S = 0.010
 #: seconds workers get, beyond the stop timeout, to send their last requests and quit
 WORKER_QUIT_GRACE_S = 10.0
+#: the key of a streamed response's ``StreamRow`` in the request event's ``context``
+STREAM_CONTEXT = "perfgate_stream"
 
 
 # --- output ----------------------------------------------------------------------------
@@ -169,7 +180,7 @@ class Collector:
     def on_request(
         self, request_type: str, name: str, response_time: float | None,
         response: Any = None, exception: BaseException | None = None,
-        start_time: float | None = None, **_: Any,
+        start_time: float | None = None, context: dict[str, Any] | None = None, **_: Any,
     ) -> None:  # fmt: skip
         ms = float(response_time or 0.0)
         started = _started(response_time, start_time)
@@ -177,7 +188,9 @@ class Collector:
         error = "" if exception is None else _short_error(exception)
         key = f"{request_type} {name}"  # "POST /predict mlp": method + Locust's row name
         ok = exception is None
-        self._rows.append(encode_row(started - self.load_start, key, ms, ok, status, error))
+        stream: StreamRow | None = (context or {}).get(STREAM_CONTEXT)
+        t = started - self.load_start
+        self._rows.append(encode_row(t, key, ms, ok, status, error, stream))
 
     def on_user_error(self, user_instance: Any, exception: BaseException, **_: Any) -> None:
         # a task that raised made no request event: record it as a failure so it is counted
@@ -275,16 +288,27 @@ class WarmupCut:
 
 
 class Schedule:
-    """The open model's timetable in one process: request k is due at ``start + k / rate``.
+    """The open model's timetable in one process: request 0 is due at ``start``, then gaps.
+
+    ``uniform``: request k is due at ``start + k / rate``. ``poisson``: exponential gaps of
+    mean ``1 / rate``; ``gamma``: gamma gaps of shape ``burstiness`` and the same mean (as
+    vLLM's ``--burstiness``: below 1 burstier than Poisson, above 1 more regular). The
+    gaps come from ``random.Random(seed)``, so a run's timetable is reproducible.
 
     Shared by the process's users, which ``take`` due times in turn; ``late`` and
     ``dropped`` count the requests that could not start on time.
     """
 
-    def __init__(self, rate: float, drop_after_s: float) -> None:
+    def __init__(
+        self, rate: float, drop_after_s: float, arrivals: str = "uniform",
+        burstiness: float = 1.0, seed: int = 0,
+    ) -> None:  # fmt: skip
         self.rate = rate
         self.late_after_s = max(1.0 / rate, LATE_FLOOR_S)
         self.drop_after_s = drop_after_s
+        self.arrivals = arrivals
+        self.burstiness = burstiness
+        self.seed = seed
         self.restart()
 
     def restart(self, **_: Any) -> None:
@@ -292,6 +316,24 @@ class Schedule:
         self.epoch = time.time()
         self.taken = self.late = self.dropped = 0
         self.closed = False
+        self.reseed(self.seed)
+
+    def reseed(self, seed: int) -> None:
+        """Draw the gaps from ``seed`` again, from request 0 (a worker adds its index)."""
+        self.rng = random.Random(seed)
+        self.offset = 0.0  # of the next request from ``start``, in seconds
+
+    def _advance(self) -> float:
+        """The next request's offset from ``start``; moves on to the one after."""
+        offset = self.offset
+        if self.arrivals == "uniform":
+            self.offset = (self.taken + 1) / self.rate  # not summed: no drift over a long run
+        elif self.arrivals == "poisson":
+            self.offset += self.rng.expovariate(self.rate)
+        else:
+            shape = self.burstiness
+            self.offset += self.rng.gammavariate(shape, 1.0 / (shape * self.rate))
+        return offset
 
     def align(self, epoch: float) -> None:
         """Let request 0 be due at ``epoch`` (seconds since 1970), on the clock of all workers.
@@ -305,7 +347,7 @@ class Schedule:
         """The next due time (``perf_counter`` seconds), None once the run is stopping."""
         if self.closed:
             return None
-        due = self.start + self.taken / self.rate
+        due = self.start + self._advance()
         self.taken += 1
         return due
 
@@ -314,8 +356,11 @@ class Schedule:
         if self.closed:
             return
         self.closed = True
-        due_by_now = math.floor((time.perf_counter() - self.start) * self.rate) + 1
-        self.dropped += max(0, due_by_now - self.taken)
+        elapsed = time.perf_counter() - self.start
+        while self.offset <= elapsed:
+            self._advance()
+            self.taken += 1
+            self.dropped += 1
 
     def admit(self, due: float) -> bool:
         """Whether a request due at ``due`` is still sent now; counts it late or dropped."""
@@ -379,6 +424,8 @@ def _make_task(task: TaskSpec) -> Callable[..., None]:
     Given a due time (the open model), the request is timed from it: Locust's stats and
     the samples both get the time from the due time to the response.
     """
+    if task.get("kind", "http") in STREAM_KINDS:
+        return _make_stream_task(task)
     method, path = task["method"], task["path"]
     headers = _headers(task) or None
     stat_name = task["name"].split(" ", 1)[1] if " " in task["name"] else task["name"]
@@ -415,6 +462,157 @@ def _since_due_ms(due: Due | None) -> float:
     return 0.0 if due is None else max(0.0, (time.perf_counter() - due[0]) * 1000.0)
 
 
+#: the load's start (epoch seconds), which interleaved rounds are timed from (a worker:
+#: the master's); set when the load starts
+TWIN_CLOCK = [time.time()]
+
+
+def _baseline_first(seed: int, pair: int) -> bool:
+    """Whether the baseline goes first in pair ``pair`` of an A/B run: a fair coin."""
+    return random.Random(seed * 1_000_003 + pair).random() < 0.5
+
+
+def _twin_task(spec: ChildSpec, task: TaskSpec) -> Callable[..., None]:
+    """``task``, or in an A/B run (``spec["twin"]``) the task driving both sides.
+
+    The baseline's copy sends the same request to the baseline's absolute URL (Locust's
+    client takes one) under the name ``core.duet.baseline_name`` gives. Duet: both
+    requests back to back in random order; interleaved: the side of the current round
+    (rounds of ``round_s`` from the load's start, each pair in random order).
+    """
+    own = _make_task(task)
+    twin = spec.get("twin")
+    if not twin:
+        return own
+    copy_spec = {**task, "path": twin["url"] + task["path"], "name": baseline_name(task["name"])}
+    other = _make_task(TaskSpec(**copy_spec))  # type: ignore[typeddict-item]
+    seed, round_s = int(twin["seed"]), float(twin["round_s"])
+
+    def duet(user: Any, due: Due | None = None) -> None:
+        first, second = (other, own) if random.random() < 0.5 else (own, other)
+        first(user, due)
+        second(user, None)
+
+    def interleaved(user: Any, due: Due | None = None) -> None:
+        index = int(max(0.0, time.time() - TWIN_CLOCK[0]) / round_s)
+        on_baseline = (index % 2 == 0) == _baseline_first(seed, index // 2)
+        (other if on_baseline else own)(user, due)
+
+    run = interleaved if twin["mode"] == "interleaved" else duet
+    run.__name__ = own.__name__
+    return run
+
+
+# --- streamed responses (``load.sse`` holds the pure half) ------------------------------
+
+
+def _make_stream_task(task: TaskSpec) -> Callable[..., None]:
+    """A Locust task sending a streaming request and timing its chunks as they arrive.
+
+    The request runs from its start (its due time in the open model) to the stream's end:
+    that is the sample's and Locust's response time. The ``StreamRow`` (TTFT, ITL, tokens)
+    rides in the request event's ``context``; a malformed or cut stream fails the request
+    with a ``StreamError`` saying why. An openai task with ``stream: false`` sends the
+    same body and is timed as a plain request.
+    """
+    method, path, kind = task["method"], task["path"], str(task["kind"])
+    streamed = bool(task.get("stream", True))
+    # identity: a compressed stream would arrive in the compressor's blocks, not as sent
+    wanted = {"Accept": "text/event-stream", "Accept-Encoding": "identity"} if streamed else {}
+    headers = {**wanted, **_headers(task)}
+    stat_name = task["name"].split(" ", 1)[1] if " " in task["name"] else task["name"]
+    body_of = _stream_body(task)
+    tokens_field = task.get("tokens_field")
+
+    def run(user: Any, due: Due | None = None) -> None:
+        start = due[0] if due is not None else time.perf_counter()
+        try:
+            body = body_of()
+        except Exception as exc:  # a broken payload factory is a failed request
+            _fire_failed(user, method, stat_name, due, exc)
+            return
+        with user.client.request(
+            method, path, name=stat_name, json=body, headers=headers,
+            stream=streamed, catch_response=True,
+        ) as response:  # fmt: skip
+            tally = StreamTally(kind, start, tokens_field)
+            row = _read_stream(response, tally) if streamed else None
+            meta = response.request_meta
+            meta["response_time"] = (time.perf_counter() - start) * 1000.0
+            if due is not None:
+                meta["start_time"] = due[1]
+            if row is not None:
+                meta["context"] = {**meta["context"], STREAM_CONTEXT: row}
+                if row["problem"]:
+                    response.failure(StreamError(row["problem"]))
+
+    run.__name__ = f"stream_{stat_name}"
+    return run
+
+
+def _stream_body(task: TaskSpec) -> Callable[[], Any]:
+    """What makes a request's body: an openai task's draws, else its json or json_factory."""
+    if task["kind"] in OPENAI_KINDS:
+        rng = random.Random(task.get("seed", 0))  # one task's draws, reproducible
+        return lambda: request_body(task, rng)
+    factory_spec = task.get("json_factory")
+    if factory_spec:
+        return _import_factory(factory_spec)
+    static = task.get("json")
+    return lambda: static
+
+
+def _fire_failed(user: Any, method: str, name: str, due: Due | None, exc: Exception) -> None:
+    user.environment.events.request.fire(
+        request_type=method, name=name, response_time=_since_due_ms(due),
+        response_length=0, response=None, exception=exc, context={},
+        start_time=None if due is None else due[1],
+    )  # fmt: skip
+
+
+def _read_stream(response: Any, tally: StreamTally) -> StreamRow | None:
+    """Read a streamed response line by line, timing each event; None for an HTTP error.
+
+    geventhttpclient's ``readline`` returns each line as soon as it arrived (its ``read(n)``
+    would wait for ``n`` bytes, and time the first token after the buffer filled).
+    """
+    raw = getattr(response, "_response", None)
+    if getattr(response, "error", None) is not None or raw is None:
+        with contextlib.suppress(Exception):
+            _ = response.content  # drain it, so the connection can serve the next request
+        return None
+    kept_alive = raw.should_close
+    # a stream cut mid-way leaves unread bytes: never hand that connection to the pool
+    raw.should_close = lambda: not raw.message_complete or kept_alive()
+    content_type = str((response.headers or {}).get("content-type", ""))
+    if "event-stream" not in content_type and tally.kind != "sse":
+        _ = response.content
+        tally.problems.append(f"not a stream: the response is {content_type or 'untyped'}")
+        return tally.row()
+    return tally.row(_read_events(raw, tally))
+
+
+def _read_events(raw: Any, tally: StreamTally) -> str:
+    """Feed every event to ``tally``; why reading stopped early ("" at the body's end)."""
+    decoder = SseDecoder()
+    last = time.perf_counter()
+    try:
+        while line := raw.readline(b"\n"):
+            now = time.perf_counter()
+            event = decoder.feed(line)
+            if event is not None:
+                tally.add(event, last)  # timed by its last data line, not the blank after it
+            elif line.strip() and not line.startswith(b":"):
+                last = now
+        rest = bytes(raw._body_buffer)  # a last line with no end of line
+    except Exception as exc:
+        return _short_error(exc)
+    for event in (decoder.feed(rest) if rest else None, decoder.finish()):
+        if event is not None:
+            tally.add(event, time.perf_counter())
+    return ""
+
+
 def _user_attrs(spec: ChildSpec) -> dict[str, Any]:
     timeout = float(spec["request_timeout_s"])
     return {"network_timeout": timeout, "connection_timeout": timeout, "host": spec["host"]}
@@ -425,7 +623,7 @@ def task_user(spec: ChildSpec) -> type:
     scenario = spec["scenario"]
     low, high = (float(w) for w in scenario["wait_s"])
     attrs = {
-        "tasks": {_make_task(t): int(t.get("weight", 1)) for t in scenario["tasks"]},
+        "tasks": {_twin_task(spec, t): int(t.get("weight", 1)) for t in scenario["tasks"]},
         "wait_time": between(low, high) if high > 0 else constant(0),
         **_user_attrs(spec),
     }
@@ -440,12 +638,15 @@ def open_user(spec: ChildSpec) -> type:
     draws a scenario task by weight, as the closed model does.
     """
     scenario = spec["scenario"]
-    requests = [_make_task(t) for t in scenario["tasks"]]
+    requests = [_twin_task(spec, t) for t in scenario["tasks"]]
     weights = [int(t.get("weight", 1)) for t in scenario["tasks"]]
     rate = float(scenario["arrival_rate"] or 0.0)  # set: user_classes chose the open model
     if not rate > 0:
         raise FatalError(f"arrival_rate must be a positive number of requests/s, got {rate:g}")
-    schedule = Schedule(rate, float(spec["request_timeout_s"]))
+    schedule = Schedule(
+        rate, float(spec["request_timeout_s"]), str(scenario.get("arrivals", "uniform")),
+        float(scenario.get("burstiness", 1.0)), int(scenario.get("seed", 0)),
+    )  # fmt: skip
 
     def wait_time(user: Any) -> float:
         user.due = schedule.take()
@@ -711,6 +912,7 @@ class WorkerReporter:
         # the same clock on one machine; a remote worker's samples are off by its clock's skew
         data: LoadStartMessage = msg.data
         self.collector.load_start = float(data["load_start"])
+        TWIN_CLOCK[0] = self.collector.load_start
         self.cut.start(self.collector.load_start)
 
     def on_test_start(self, **_: Any) -> None:
@@ -719,8 +921,10 @@ class WorkerReporter:
         if self.schedule is not None:
             # worker i of n runs 1/n of the rate from the master's start, i/n of its interval
             # late: one timetable in all, whenever the spawn message arrived
-            share = (self.runner.worker_index % self.workers) / self.workers
+            index = self.runner.worker_index % self.workers
+            share = index / self.workers
             self.schedule.align(self.collector.load_start + share / self.schedule.rate)
+            self.schedule.reseed(self.schedule.seed + index)  # independent gaps per worker
 
     def loop(self, interval: float) -> None:
         while True:
@@ -997,6 +1201,7 @@ class Run:
         self.process.cpu_percent(None)  # starts psutil's interval
         cpu_start = self.process.cpu_times()
         self.collector.load_start = time.time()
+        TWIN_CLOCK[0] = self.collector.load_start
         self.cut.start(self.collector.load_start)
         if self.master is not None:  # before the spawn messages, so before any request
             runner.send_message(START_MESSAGE, {"load_start": self.collector.load_start})

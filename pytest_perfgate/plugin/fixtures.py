@@ -73,6 +73,7 @@ class RunResult:
         ``BudgetExceeded`` with the breach lines."""
         # lazy: the budget schema and the statistics stay off pytest's start-up path
         from pytest_perfgate.core.model import budget_from_mapping
+        from pytest_perfgate.core.noise import blame_noise
         from pytest_perfgate.core.verdict import evaluate
 
         with usage_errors():
@@ -90,6 +91,8 @@ class RunResult:
             min_samples=self.result.scenario.min_samples,
             inconclusive=self._settings.inconclusive,
         )
+        if self._settings.noise_check:  # a noisy machine is blamed, not the service
+            judged = blame_noise(judged, self.result.noise)
         if not judged.passed:
             raise BudgetExceeded(judged.failure_text())
         return judged

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from pytest_perfgate.gate import Gate
     from pytest_perfgate.load.driver import LoadDriver, Progress
     from pytest_perfgate.results.result import ScenarioResult
+    from pytest_perfgate.target.container import ContainerService
+    from pytest_perfgate.target.machine import Sampler
     from pytest_perfgate.target.probe import Probe, Target
     from pytest_perfgate.target.process import ManagedService
 
@@ -113,7 +115,8 @@ class PerfgateSession:
         #: A seam for tests: ``load.fake.FakeDriver`` replays samples in milliseconds.
         self.driver: LoadDriver | None = None
         self.probe: Probe | None = None
-        self._service: ManagedService | None = None
+        self.sampler: Sampler | None = None  # the machine sampler; None: ``/proc``'s
+        self._service: ManagedService | ContainerService | None = None
         self._service_error: ServiceError | None = None
         self._sigterm: contextlib.ExitStack | None = None  # the handler, while installed
 
@@ -149,24 +152,34 @@ class PerfgateSession:
             self._service = self._start_service(thresholds)
         return self._service
 
-    def _start_service(self, thresholds: Thresholds) -> ManagedService:
-        from pytest_perfgate.target.process import start_service  # lazy, as in ``target``
+    def _start_service(self, thresholds: Thresholds) -> ManagedService | ContainerService:
+        from pytest_perfgate.target.container import start_container  # lazy, as in ``target``
+        from pytest_perfgate.target.process import start_service
 
         if self._service is not None:  # it died: its process group may live on
             self._service.stop()
         self._hold_sigterm()  # until ``close`` stops the service
         try:
-            return start_service(thresholds, self.settings, self.config.rootpath)
+            start = start_container if thresholds.service.container else start_service
+            return start(thresholds, self.settings, self.config.rootpath)
         except ServiceError as exc:
             self._service_error = exc
             raise
 
     def gate(self) -> Gate:
-        from pytest_perfgate.gate import Gate  # lazy, as in ``target``
+        from pytest_perfgate.duet_gate import DuetGate, ab_source  # lazy, as in ``target``
+        from pytest_perfgate.gate import Gate
 
+        source = ab_source(self.require_thresholds(), self.settings)
+        if source is not None:  # an A/B run: the baseline beside the service (core.duet)
+            return DuetGate(
+                self.require_thresholds(), self.settings, self.target, source=source,
+                driver=self.driver, probe=self.probe, sampler=self.sampler,
+                cwd=self.config.rootpath,
+            )  # fmt: skip
         return Gate(
             self.require_thresholds(), self.settings, self.target,
-            driver=self.driver, probe=self.probe, cwd=self.config.rootpath,
+            driver=self.driver, probe=self.probe, sampler=self.sampler, cwd=self.config.rootpath,
         )  # fmt: skip
 
     def run(self, name: str, *, budget: Budget | None = None, **overrides: Any) -> ScenarioResult:
@@ -180,12 +193,30 @@ class PerfgateSession:
         self._hold_sigterm()
         try:  # the lock covers starting the service too
             with load_lock(self.config.rootpath, name, notify=self.notify):
-                result = gate.run(scenario, on_progress=self._progress_writer(scenario))
+                result = self._attempts(gate, scenario)
         finally:
             if self._service is None:  # no service of ours lives on after the run
                 self._release_sigterm()
-        self.results.append(result)
-        self.rendered.append(self._render(result))
+        return result
+
+    def _attempts(self, gate: Gate, scenario: Scenario) -> ScenarioResult:
+        """``gate.run`` again while the machine's noise explains the verdict, at most
+        ``--perfgate-retry-noisy`` more times; each attempt is kept and shown (its files
+        too), the last one's verdict counts."""
+        total = 1 + self.settings.retry_noisy
+        for n in range(1, total + 1):
+            progress = self._progress_writer(scenario)
+            result = gate.run(scenario, on_progress=progress, attempt=(n, total))
+            self.results.append(result)
+            self.rendered.append(self._render(result))
+            if result.noise is not None and result.called_noisy and total > 1:
+                then = "running it again" if n < total else "no attempt left"
+                self.notify(
+                    f"perfgate: {scenario.name} attempt {n}/{total}: {result.noise.sentence()}; "
+                    f"{then}"
+                )
+            if not result.called_noisy:
+                break
         return result
 
     def notify(self, line: str) -> None:
@@ -224,6 +255,10 @@ class PerfgateSession:
         if self.thresholds is None:
             return [f"perfgate: no thresholds file at {s.thresholds}"]
         target = s.url or self.thresholds.service.url or "started from service.command"
+        compare = self.thresholds.compare_to
+        against = s.against or (compare.label if compare else None)
+        if against:  # an A/B run (duet_gate): the baseline beside the target
+            target += f", A/B against {against}"
         overrides = ", ".join(
             f"{k}={v}" for k, v in (("duration", s.duration), ("users", s.users),
                                     ("spawn_rate", s.spawn_rate)) if v is not None

@@ -14,6 +14,7 @@ from typing import IO
 from pytest_perfgate.results.html import render_html
 from pytest_perfgate.results.jsonsafe import dumps
 from pytest_perfgate.results.result import ScenarioResult, result_to_dict
+from pytest_perfgate.results.streams import stream_csv
 
 __all__ = ["open_new", "write_all", "write_html", "write_json", "write_new"]
 
@@ -54,5 +55,7 @@ def write_all(result: ScenarioResult, results_dir: Path, prefix: str) -> dict[st
     Keys ``"html"`` and ``"json"``. The JSON lists every file of the run, the HTML included.
     """
     written = {"html": write_html(results_dir / f"{prefix}.html", result)}
+    if streams := stream_csv(result.stats):  # per streaming endpoint; none without streams
+        written["streams_csv"] = write_new(results_dir / f"{prefix}_streams.csv", streams)
     written["json"] = write_json(results_dir / f"{prefix}.json", result, files=written)
     return written

@@ -72,6 +72,13 @@ def workflow_commands(results: Sequence[ScenarioResult], root: Path) -> list[str
                     f"::error file={_escape(file, prop=True)},line={line},title={title}::"
                     f"{_escape(f'{result.scenario.name}: INVALID run: {reason}')}"
                 )
+        if result.noise is not None and result.noise.noisy and not result.called_noisy:
+            line = result.scenario.source_lines.get("", 1)
+            noisy = f"{result.scenario.name}: the machine was noisy: {result.noise.sentence()}"
+            out.append(
+                f"::warning file={_escape(file, prop=True)},line={line},title={title}::"
+                f"{_escape(noisy)}"
+            )
     return out
 
 

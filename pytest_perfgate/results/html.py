@@ -23,6 +23,7 @@ from pytest_perfgate.core.metrics import MS
 from pytest_perfgate.core.numbers import format_count, format_level
 from pytest_perfgate.core.stats import EndpointStats, Sample, percentile
 from pytest_perfgate.core.verdict import Outcome
+from pytest_perfgate.results import duet
 from pytest_perfgate.results.cells import (
     ERRORS,
     P50,
@@ -44,7 +45,8 @@ from pytest_perfgate.results.charts import (
     windowed_p95,
 )
 from pytest_perfgate.results.result import ScenarioResult
-from pytest_perfgate.results.terminal import stop_text
+from pytest_perfgate.results.streams import stream_charts, stream_html_table
+from pytest_perfgate.results.terminal import noise_lines, stop_text
 
 __all__ = ["Series", "render_html", "svg_line_chart"]  # the charts live in results.charts
 
@@ -154,6 +156,8 @@ def _endpoint_charts(result: ScenarioResult) -> str:
     for name in [n for n in result.stats.endpoints if n in every]:
         measured = [s for s in every[name] if s.t >= warmup]
         charts = [_distribution(result, name, measured), _p95_over_time(result, name, every[name])]
+        charts += stream_charts(every[name], measured, _window_s(result.raw.duration_s),
+                                result.scenario.warmup_s)  # fmt: skip
         parts.append(f'<h3 class="endpoint">{_e(name)}</h3>{_grid(charts)}')
     return "".join(parts) or "<p>No samples were kept for this run: no per-endpoint charts.</p>"
 
@@ -337,7 +341,7 @@ def render_html(result: ScenarioResult) -> str:
     """The whole page as a string."""
     s, v, a = result.scenario, result.verdict, result.analysis
     grade = a.summary.grade
-    reasons = "".join(f"<li>{_e(r)}</li>" for r in v.reasons)
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in (*v.reasons, *noise_lines(result)))
     if reasons:
         colour = _OUTCOME_COLOURS[v.outcome]
         reasons = f'<ul class="reasons" style="border-left-color:{colour}">{reasons}</ul>'
@@ -362,10 +366,11 @@ def render_html(result: ScenarioResult) -> str:
 <h2>Verdict</h2>
 {_verdict_table(result)}
 {reasons}
+{duet.html_section(result)}
 <h2>Over time</h2>
 {_charts(result)}
 <h2>Endpoints</h2>
-{_stats_table(result)}
+{_stats_table(result)}{stream_html_table(result.stats)}
 <h2>Per endpoint</h2>
 {_endpoint_charts(result)}
 <h2>Findings</h2>

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pytest_perfgate.core.numbers import format_count
 from pytest_perfgate.core.stats import EndpointStats
 from pytest_perfgate.core.verdict import Check, Outcome
+from pytest_perfgate.results import duet
 from pytest_perfgate.results.cells import (
     ERRORS,
     P95,
@@ -24,7 +25,8 @@ from pytest_perfgate.results.cells import (
     rows,
 )
 from pytest_perfgate.results.result import ScenarioResult
-from pytest_perfgate.results.terminal import stop_text
+from pytest_perfgate.results.streams import stream_markdown
+from pytest_perfgate.results.terminal import attempt_text, noise_lines, stop_text
 
 __all__ = ["github_summary_markdown"]
 
@@ -57,7 +59,8 @@ def _unbudgeted_row(e: EndpointStats, grade: str) -> str:
 def _head(r: ScenarioResult) -> list[str]:
     summary = r.analysis.summary
     return [
-        f"### {_md(r.scenario.name)}: {_OUTCOME_MARK[r.verdict.outcome]} - grade {summary.grade}",
+        f"### {_md(r.scenario.name)}{attempt_text(r)}: {_OUTCOME_MARK[r.verdict.outcome]} - "
+        f"grade {summary.grade}",
         "",
         f"{r.scenario.users} users, {format_count(summary.requests)} requests in "
         f"{clock(r.stats.duration_s)} (ended by {_md(stop_text(r.raw.stop_reason))}), "
@@ -88,6 +91,7 @@ def _table(r: ScenarioResult) -> list[str]:
 
 def _notes(r: ScenarioResult, top_findings: int) -> list[str]:
     out = [f"- {_md(reason)}" for reason in r.verdict.reasons]
+    out += [f"- {_md(line)}" for line in noise_lines(r)]
     for f in r.analysis.findings[:top_findings]:
         out.append(f"- **{f.severity}** {_md(f.title)}: {_md(f.evidence)}")
         if f.recommendations:
@@ -104,5 +108,6 @@ def github_summary_markdown(
     """
     out: list[str] = ["## pytest-perfgate", ""] if header else []
     for r in results:
-        out += [*_head(r), *_table(r), "", *_notes(r, top_findings), ""]
+        out += [*_head(r), *_table(r), *stream_markdown(r.stats), *duet.markdown_lines(r)]
+        out += ["", *_notes(r, top_findings), ""]
     return "\n".join(out)

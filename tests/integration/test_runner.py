@@ -92,8 +92,9 @@ def test_samples_match_an_injected_constant_delay(steady: tuple[RawRun, list[Pro
     raw, _ = steady
     ms = sorted(s.ms for s in raw.samples)
     assert len(ms) > 50
-    assert 50 <= ms[0] <= ms[-1] < 80
-    assert 50 <= nearest_rank(ms, 0.95) < 80
+    # never under the injected delay; a busy machine adds to some requests, not to most
+    assert ms[0] >= 50 and ms[len(ms) // 2] < 80 and ms[-1] < 300
+    assert 50 <= nearest_rank(ms, 0.95) < 150
     seen = {(s.name, s.ok, s.status, s.error) for s in raw.samples}
     assert seen == {("GET /fast", True, 200, "")}
     assert 0 <= min(s.t for s in raw.samples) < 0.5
@@ -132,7 +133,7 @@ def test_history_has_a_row_a_second_from_the_samples(steady: tuple[RawRun, list[
     assert sum(row["rps"] for row in raw.history) == len(raw.samples)
     first = raw.history[0]
     assert first["users"] == 4 and first["fails"] == 0
-    assert 50 <= first["p50"] <= first["p95"] < 80
+    assert 50 <= first["p50"] <= first["p95"] < 150
 
 
 def test_progress_is_reported_about_once_a_second(steady: tuple[RawRun, list[Progress]]) -> None:
@@ -140,7 +141,7 @@ def test_progress_is_reported_about_once_a_second(steady: tuple[RawRun, list[Pro
     assert 2 <= len(progress) <= 4
     last = progress[-1]
     assert last.users == 4 and last.failures == 0 and last.requests > 0
-    assert last.p95_ms is not None and 50 <= last.p95_ms < 80
+    assert last.p95_ms is not None and 50 <= last.p95_ms < 150
     assert raw.loadgen_cpu_percent is not None and raw.loadgen_cpu_percent >= 0
     assert raw.problems == ()
 
