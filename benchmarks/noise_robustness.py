@@ -1,8 +1,8 @@
 """Noise robustness: does a CPU hog on the machine make the gate blame the service?
 
     .venv/bin/python benchmarks/noise_robustness.py [--quick] [--runs 20] [--seconds 30]
-        [--hogs 2] [--hog-share 0.5] [--burn-ms 6] [--allowance 5%] [--cases abc]
-        [--ab-seconds 60] [--ab-users 16]
+        [--hogs 2] [--hog-share 0.5] [--burn-ms 6] [--allowance 5%] [--keys p95]
+        [--cases abc] [--ab-seconds 60] [--ab-users 16]
 
 A service whose handler is CPU-bound (a stdlib HTTP server on 127.0.0.1, started by the
 gate from ``service.command``, that burns about ``--burn-ms`` of CPU a request), so a CPU
@@ -15,8 +15,9 @@ real Locust child, the real machine sampler); the hogs (``python -c 'while 1: pa
   hogs; then ``--runs`` runs with the hogs: how many FAIL (blame the service), how many
   are called noisy (INVALID: the machine was busy), how many PASS; the run times.
 - (b) A/A under the hogs (``--ab-users`` users, ``--ab-seconds`` of load a run, at most
-  2 minutes as issue 14 asks): both sides burn ``--burn-ms``; a FAIL of ``p95_regression``
-  (``--allowance``) is a false regression. (c) A/B under the hogs with the candidate
+  2 minutes as issue 14 asks): both sides burn ``--burn-ms``; a FAIL of a regression key
+  (``--keys``: ``p95_regression``, or ``p50,p95`` for both; ``--allowance``) is a false
+  regression. (c) A/B under the hogs with the candidate
   10 % slower (it burns 1.1x ``--burn-ms``): a FAIL is a detection. Both need the A/B
   mode (``compare_to: {command: ...}``): they run when ``pytest --help`` lists
   ``--perfgate-against``, else they print ``skipped: A/B mode not available``.
@@ -117,7 +118,7 @@ scenarios:
     wait_time: [0.1, 0.3]
     tasks:
       - {{method: POST, path: /work, json: {{x: 1}}}}
-    budgets: {{p95_regression: "{allowance}"}}
+    budgets: {{{budgets}}}
 """
 
 HOG = "while 1: pass"
@@ -276,14 +277,15 @@ def _ab_project(folder: Path, args: argparse.Namespace, candidate_ms: float) -> 
     (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
     text = AB_THRESHOLDS.format(
         service=folder / "cpu_service.py", candidate_ms=candidate_ms, baseline_ms=args.burn_ms,
-        users=args.ab_users, seconds=args.ab_seconds, allowance=args.allowance,
+        users=args.ab_users, seconds=args.ab_seconds,
+        budgets=", ".join(f'{key}_regression: "{args.allowance}"' for key in args.keys.split(",")),
     )  # fmt: skip
     (folder / "thresholds.yaml").write_text(text, encoding="utf-8")
 
 
 def case_b(folder: Path, args: argparse.Namespace) -> None:
     """(b) A/A under the hogs: a FAIL is a false regression (needs the A/B mode)."""
-    print(f"(b) A/A: both sides burn {args.burn_ms:g} ms, p95_regression {args.allowance}")
+    print(f"(b) A/A: both sides burn {args.burn_ms:g} ms, {args.keys} regression {args.allowance}")
     _ab_project(folder, args, args.burn_ms)
     counts = _summary("(b)", _runs(folder, args, seconds=args.ab_seconds, p95=False), args)
     met = "met" if not counts["FAIL"] else "MISSED"
@@ -308,7 +310,10 @@ def main() -> None:
     parser.add_argument("--burn-ms", type=float, default=6.0, help="CPU per request (ms)")
     parser.add_argument("--hogs", type=int, default=2, help="CPU hogs (default 2)")
     parser.add_argument("--hog-share", type=float, default=0.5, help="of the load (default 0.5)")
-    parser.add_argument("--allowance", default="5%", help="p95_regression of (b) and (c)")
+    parser.add_argument("--allowance", default="5%", help="the regression allowance of (b), (c)")
+    parser.add_argument(
+        "--keys", default="p95", help="percentiles judged in (b), (c): p95 or p50,p95 (default p95)"
+    )
     parser.add_argument("--ab-seconds", type=float, default=60, help="load per A/B run")
     parser.add_argument("--ab-users", type=int, default=16, help="users of an A/B run")
     parser.add_argument("--cases", default="abc", help="which cases to run (default abc)")

@@ -14,6 +14,9 @@ allowance, FAIL when it is wholly above, INCONCLUSIVE otherwise (the rule of ``v
 Both runs' samples count as independent draws (within a run, ``ess_factor`` widens for
 dependence in time: the block factor of ``stats.summarize(correlated=True)``). The gate
 judges allowances at the level Bonferroni gives over all the scenario's blocking checks.
+When a stop rule watched the run under test (``EndpointStats.anytime``), both sides'
+percentile and mean intervals are confidence sequences (``stats.quantile_cs``,
+``verdict.mean_cs``), so a comparison made at an early stop or abort keeps its level.
 Requests never sent have no response time: they are left out of every latency (here,
 in ``samples_by_endpoint`` and in stored baselines) and count as failures in the error
 rate and as requests in the throughput (``BaselineRow.not_sent``).
@@ -66,10 +69,17 @@ from pytest_perfgate.core.stats import (
     percentile,
     proportion_ci,
     quantile_ci,
+    quantile_cs,
     samples_needed,
     series_values,
 )
-from pytest_perfgate.core.verdict import Check, Outcome, interval_outcome, more_samples_text
+from pytest_perfgate.core.verdict import (
+    Check,
+    Outcome,
+    interval_outcome,
+    mean_cs,
+    more_samples_text,
+)
 from pytest_perfgate.errors import ConfigError
 
 __all__ = [
@@ -230,6 +240,9 @@ class _Side:
     duration_s: float
     ess_factor: float
     not_sent: int = 0  # failed requests without a response time
+    #: a run a stop rule watched (``EndpointStats.anytime``): intervals valid at its
+    #: data-dependent stopping time
+    anytime: bool = False
 
     @property
     def n(self) -> int:
@@ -354,7 +367,9 @@ def _new_series(
     values = sorted(x for found in rows for x in found.get(kind, ()))
     if row is None or not values:
         return None
-    return _Side(values, row.failures, stats.duration_s, row.factor(f"{kind}_p95"))
+    return _Side(
+        values, row.failures, stats.duration_s, row.factor(f"{kind}_p95"), anytime=row.anytime
+    )
 
 
 def _base_side(baseline: Baseline, endpoint: str) -> _Side | None:
@@ -374,7 +389,9 @@ def _new_side(
     if not values:  # every request failed before it was sent: no response time to compare
         return None
     not_sent = max(row.requests - len(values), 0)  # ``samples`` holds sent requests only
-    return _Side(sorted(values), row.failures, stats.duration_s, row.ess_factor, not_sent)
+    return _Side(
+        sorted(values), row.failures, stats.duration_s, row.ess_factor, not_sent, row.anytime
+    )
 
 
 def _invalid_reason(
@@ -427,13 +444,21 @@ def _relative(
     return _Change(_ratio(new_value, base_value) - 1.0, (low, high), base_value, new_value)
 
 
+def _quantile_interval(side: _Side, q: float, level: float, anytime: bool) -> tuple[float, float]:
+    """A side's interval: a confidence sequence when the run under test was watched (the
+    baseline's too: the comparison is made at the new run's stopping time)."""
+    if anytime:
+        return quantile_cs(side.sorted_ms, q, level, side.ess_factor)
+    return quantile_ci(side.sorted_ms, q, level, ess_factor=side.ess_factor)
+
+
 def _quantile_change(q: float) -> Callable[[_Side, _Side, float], _Change]:
     def change(base: _Side, new: _Side, level: float) -> _Change:
         inner = math.sqrt(level)  # independent runs: both cover with probability >= level
         return _relative(
             percentile(base.sorted_ms, q), percentile(new.sorted_ms, q),
-            quantile_ci(base.sorted_ms, q, inner, ess_factor=base.ess_factor),
-            quantile_ci(new.sorted_ms, q, inner, ess_factor=new.ess_factor),
+            _quantile_interval(base, q, inner, new.anytime),
+            _quantile_interval(new, q, inner, new.anytime),
         )  # fmt: skip
 
     return change
@@ -449,9 +474,10 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def _mean_change(base: _Side, new: _Side, level: float) -> _Change:
     inner = math.sqrt(level)
     (b_mean, b_std), (n_mean, n_std) = _mean_std(base.sorted_ms), _mean_std(new.sorted_ms)
+    interval = mean_cs if new.anytime else mean_ci  # a watched run: valid at its stop
     return _relative(
-        b_mean, n_mean, mean_ci(b_mean, b_std, base.n_eff, inner),
-        mean_ci(n_mean, n_std, new.n_eff, inner),
+        b_mean, n_mean, interval(b_mean, b_std, base.n_eff, inner),
+        interval(n_mean, n_std, new.n_eff, inner),
     )  # fmt: skip
 
 

@@ -3,6 +3,7 @@ run's regressions against it (``core.regression``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -475,3 +476,23 @@ def test_a_baseline_of_other_arrivals_makes_every_check_invalid(
     assert check.outcome is Outcome.INVALID
     (key,) = change
     assert check.reason.startswith(f"baseline 'main' ran another load ({key}=")
+
+
+@pytest.mark.parametrize("metric", ["p95_regression", "avg_regression"])
+def test_a_run_a_stop_rule_watched_is_compared_with_intervals_valid_at_its_stop(
+    tmp_path: Path, metric: str
+) -> None:
+    _save(tmp_path, _run(1, 2000))
+    base = load_baseline(tmp_path, "main", "light")
+    by_endpoint, stats = _run(2, 2000, slower=1.05)
+    watched = RunStats(
+        {k: dataclasses.replace(v, anytime=True) for k, v in stats.endpoints.items()},
+        dataclasses.replace(stats.total, anytime=True),
+        stats.duration_s,
+    )
+    (fixed,) = compare(base, by_endpoint, stats, {metric: 0.10})
+    (anytime,) = compare(base, by_endpoint, watched, {metric: 0.10})
+    assert fixed.ci is not None and anytime.ci is not None
+    # the same change, a wider interval: a confidence sequence on both sides
+    assert anytime.observed == fixed.observed
+    assert anytime.ci[0] < fixed.ci[0] and anytime.ci[1] > fixed.ci[1]
