@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import time
 import uuid
@@ -148,8 +149,22 @@ class _Shape:
         name = "chat.completion" if self.request.chat else "text_completion"
         return self._object(name, [choice], usage=_usage(last))
 
+    @functools.cached_property
+    def _content_template(self) -> tuple[bytes, bytes]:
+        """A content chunk's event around its text: serialised once, not once a token."""
+        event = self._chunk(_PLACEHOLDER, None)
+        before, placeholder, after = event.partition(json.dumps(_PLACEHOLDER).encode())
+        assert placeholder, "the placeholder is missing from the chunk"
+        return before, after
+
     def chunk(self, text: str | None, finish_reason: str | None = None) -> bytes:
         """A chunk of one choice; ``text`` None in a chat stream: the role chunk."""
+        if text and finish_reason is None:  # the content chunks: all but their text is fixed
+            before, after = self._content_template
+            return before + json.dumps(text).encode() + after
+        return self._chunk(text, finish_reason)
+
+    def _chunk(self, text: str | None, finish_reason: str | None) -> bytes:
         choice: dict[str, Any] = {"index": 0}
         if self.request.chat:
             if text is None:
@@ -183,6 +198,7 @@ def _sse(data: dict[str, Any]) -> bytes:
 
 
 _DONE = b"data: [DONE]\n\n"
+_PLACEHOLDER = "\x00placeholder\x00"  # a text no generation yields (NUL is not generated)
 
 
 async def _events(shape: _Shape, generation: Generation, per_chunk: int) -> AsyncIterator[bytes]:

@@ -46,6 +46,8 @@ class StopMatcher:
 
     def feed(self, text: str) -> tuple[str, bool]:
         """The text that can be released now, and whether a stop sequence was reached."""
+        if not self._stops:  # nothing to look for: the hot path of most requests
+            return text, False
         buffer = self._held + text
         found = [index for stop in self._stops if (index := buffer.find(stop)) >= 0]
         if found:
