@@ -37,11 +37,8 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import httpx
 
 from pytest_perfgate.core.model import ContainerSpec, ServiceSpec, Thresholds
 from pytest_perfgate.core.parsing import expand_env
@@ -50,7 +47,7 @@ from pytest_perfgate.options import Settings
 from pytest_perfgate.processes import child_env, end_process_group, run_id
 from pytest_perfgate.target import container_watch
 from pytest_perfgate.target.machine import SERVICE_ROOTS
-from pytest_perfgate.target.process import free_port, log_tail
+from pytest_perfgate.target.process import await_ready, free_port, log_tail
 
 __all__ = [
     "ENGINES",
@@ -276,24 +273,15 @@ class ContainerService:
         return ["--", *self._compose(), "down", "-v", "--remove-orphans", "-t", "1"]
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.spec.startup_timeout_s
         ready_url = self.url + self.spec.ready_path
-        last = "no answer yet"
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if not self.alive():
-                    raise self._exited()
-                try:
-                    response = client.get(ready_url)
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(POLL_S)
+        wait = await_ready(ready_url, self.spec.startup_timeout_s, self.alive, POLL_S)
+        if wait.ready:
+            return
+        if wait.exited:
+            raise self._exited()
         raise ServiceError(
             f"the container was not ready at {ready_url} within "
-            f"{self.spec.startup_timeout_s:g}s (last: {last}; {self.describe()}); end of "
+            f"{self.spec.startup_timeout_s:g}s (last: {wait.last}; {self.describe()}); end of "
             f"{self.log_path}:\n{self._log_tail()}"
         )
 

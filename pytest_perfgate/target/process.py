@@ -21,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,6 +52,38 @@ def log_tail(path: Path, lines: int = 25) -> str:
         return "    (no log)"
     tail = text.splitlines()[-lines:]
     return "\n".join(f"    {line}" for line in tail) if tail else "    (the log is empty)"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How ``await_ready`` ended: ready, the target exited, or time ran out (``last``
+    saying what the ready path answered last)."""
+
+    ready: bool
+    exited: bool = False
+    last: str = "no answer yet"
+
+
+def await_ready(
+    url: str, timeout_s: float, alive: Callable[[], bool], poll_s: float = 0.1
+) -> Readiness:
+    """Poll ``url`` until it answers 200, ``alive()`` turns false, or ``timeout_s`` passes:
+    the one readiness loop of a process and of a container."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if not alive():
+                return Readiness(ready=False, exited=True, last=last)
+            try:
+                response = client.get(url)
+                if response.status_code == 200:
+                    return Readiness(ready=True, last="HTTP 200")
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            time.sleep(poll_s)
+    return Readiness(ready=False, last=last)
 
 
 class ManagedService:
@@ -116,30 +149,20 @@ class ManagedService:
         return self.url
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.spec.startup_timeout_s
         ready_url = self.url + self.spec.ready_path
-        last = "no answer yet"
-        with httpx.Client(timeout=2.0) as client:
-            while time.monotonic() < deadline:
-                if not self.alive():
-                    code = self.proc.returncode if self.proc else None
-                    self.stop()
-                    raise ServiceError(
-                        f"the service exited with code {code} before it was ready "
-                        f"({self.spec.command}); end of {self.log_path}:\n{log_tail(self.log_path)}"
-                    )
-                try:
-                    response = client.get(ready_url)
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = type(exc).__name__
-                time.sleep(0.1)
+        wait = await_ready(ready_url, self.spec.startup_timeout_s, self.alive)
+        if wait.ready:
+            return
+        code = self.proc.returncode if self.proc else None  # stop() forgets the process
         self.stop()
+        if wait.exited:
+            raise ServiceError(
+                f"the service exited with code {code} before it was ready "
+                f"({self.spec.command}); end of {self.log_path}:\n{log_tail(self.log_path)}"
+            )
         raise ServiceError(
             f"the service was not ready at {ready_url} within "
-            f"{self.spec.startup_timeout_s:g}s (last: {last}); end of {self.log_path}:\n"
+            f"{self.spec.startup_timeout_s:g}s (last: {wait.last}); end of {self.log_path}:\n"
             f"{log_tail(self.log_path)}"
         )
 
