@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/duet_quality.py [--quick] [--runs 200] [--seconds 40]
         [--allowance 0.05] [--slower 1.10] [--noise shared,order,imbalance,stalls]
+        [--spend equal,final-half]
 
 Simulated A/B runs judged by ``core.duet``'s real functions (``paired_blocks``,
 ``judge_pair``, ``PairStopRule`` at the plan's looks, as ``duet_gate`` does: 1 s blocks
@@ -19,7 +20,10 @@ descheduling delays). The noises, each adding to the one before:
   second for about 40 ms (Pareto tail) while the hog runs.
 
 Prints, per noise: the false-FAIL rate of A/A runs and the detection (FAIL) rate of a
-``--slower`` candidate. Pure CPU, about 0.2 s a run: run it with ``nice``.
+``--slower`` candidate, for each way of spending the error over the looks (``--spend``):
+``equal`` (``alpha / K`` at each of ``K`` looks, the gate before) and ``final-half``
+(``duet.FINAL_SHARE``: half at the last look, the rest shared by the others, the gate
+now), on the same simulated runs. Pure CPU, about 0.2 s a run: run it with ``nice``.
 """
 
 from __future__ import annotations
@@ -131,8 +135,15 @@ NOISES = {
 }
 
 
-def rates(noise: str, runs: int, seconds: float, allowance: float, slower: float) -> str:
+SPENDS = ("equal", "final-half")
+
+
+def rates(
+    noise: str, runs: int, seconds: float, allowance: float, slower: float, spend: str
+) -> str:
     plan = plan_for(seconds, allowance)
+    # the share of the error the last look gets: 1 / K is the equal split
+    duet.FINAL_SHARE = 1.0 / len(plan.looks) if spend == "equal" else 0.5
     kw = NOISES[noise]
     aa: Counter[str] = Counter()
     ab: Counter[str] = Counter()
@@ -140,7 +151,8 @@ def rates(noise: str, runs: int, seconds: float, allowance: float, slower: float
         aa[verdict(plan, simulate(seed, seconds=seconds, **kw)).value] += 1
         ab[verdict(plan, simulate(10**6 + seed, seconds=seconds, slower=slower, **kw)).value] += 1
     return (
-        f"{noise:<10} A/A false FAIL {aa['FAIL']}/{runs} ({100 * aa['FAIL'] / runs:.1f} %), "
+        f"{noise:<10} {spend:<10} "
+        f"A/A false FAIL {aa['FAIL']}/{runs} ({100 * aa['FAIL'] / runs:.1f} %), "
         f"PASS {aa['PASS']}; x{slower:g} detected {ab['FAIL']}/{runs} "
         f"({100 * ab['FAIL'] / runs:.0f} %), PASS {ab['PASS']}"
     )
@@ -154,13 +166,16 @@ def main() -> None:
     parser.add_argument("--allowance", type=float, default=0.05, help="p95_regression (0.05)")
     parser.add_argument("--slower", type=float, default=1.10, help="the B of A/B (1.10)")
     parser.add_argument("--noise", default=",".join(NOISES), help="which noises")
+    parser.add_argument("--spend", default=",".join(SPENDS), help="error spending over looks")
     args = parser.parse_args()
     runs = 40 if args.quick else args.runs
     began = time.monotonic()
     print(f"duet quality: {runs} simulated runs a noise and case, {args.seconds:g} s, "
           f"p95_regression {100 * args.allowance:g} %")  # fmt: skip
     for noise in args.noise.split(","):
-        print("  " + rates(noise, runs, args.seconds, args.allowance, args.slower), flush=True)
+        for spend in args.spend.split(","):
+            line = rates(noise, runs, args.seconds, args.allowance, args.slower, spend)
+            print("  " + line, flush=True)
     print(f"done in {time.monotonic() - began:.0f} s")
 
 

@@ -153,7 +153,7 @@ class DuetGate(Gate):
         # the window judged: from the first block after the warm-up to the look it ended at
         measured = [s for s in sides.candidate if plan.origin_s <= s.t < end_s]
         base_measured = tuple(s for s in sides.baseline if plan.origin_s <= s.t < end_s)
-        level = plan.interval_level
+        level = plan.level_at(end_s)
         # each side's own figures are descriptive: at the session's level
         side_level = self.settings.confidence
         cand_stats = stats.summarize(measured, window, side_level, correlated=True)

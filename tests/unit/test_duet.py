@@ -168,8 +168,18 @@ def test_too_few_paired_blocks_cannot_be_judged() -> None:
 def test_looks_grow_by_half_and_end_at_the_duration_and_share_the_error() -> None:
     assert duet.look_times(30.0, 300.0) == (30.0, 45.0, 67.5, 101.25, 151.875, 227.8125, 300.0)
     assert duet.look_times(30.0, 20.0) == (20.0,)
-    assert duet.look_level(0.95, 1) == 0.95
-    assert duet.look_level(0.95, 3) == 0.984  # 1/60 rounded down to 0.016
+    assert duet.look_levels(0.95, 1) == (0.95,)
+    # the last look gets half of the 5 %, the two before it 1.25 % each (rounded down)
+    assert duet.look_levels(0.95, 3) == (0.988, 0.988, 0.975)
+    # 7 earlier looks share 2.5 %: 0.357 % each, rounded down to 0.35 %
+    assert duet.look_levels(0.95, 8) == (*([0.9965] * 7), 0.975)
+    assert sum(1 - x for x in duet.look_levels(0.9, 5)) <= 0.1 + 1e-12
+
+
+def test_a_look_s_level_is_the_last_one_s_only_from_the_end_of_the_schedule() -> None:
+    plan = _plan((30.0, 45.0, 60.0))
+    assert plan.level_at(60.0) == plan.level_at(61.0) == 0.975
+    assert plan.level_at(30.0) == plan.level_at(59.0) == 0.988
 
 
 def _plan(looks: tuple[float, ...]) -> duet.PairPlan:
@@ -179,7 +189,7 @@ def _plan(looks: tuple[float, ...]) -> duet.PairPlan:
 
 def test_the_stop_rule_aborts_at_its_first_look_on_a_clear_regression() -> None:
     rule = duet.PairStopRule(_plan((30.0, 45.0, 60.0)))
-    samples = paired(8, slower=1.5)
+    samples = paired(8, slower=2.0)
     assert rule([s for s in samples if s.t < 29], 29.0) is None
     reason = rule([s for s in samples if s.t < 30], 30.0)
     assert reason is not None and reason.startswith("clear regression") and rule.looked == 1
@@ -235,9 +245,15 @@ def _hogged_outcome(samples: list[Sample]) -> Outcome:
 
 
 # the seeds of 0-299 where the single-block normal bootstrap said FAIL
-@pytest.mark.parametrize("seed", [32, 85, 130, 141, 154, 189, 236, 244, 274, 291, 299])
-def test_an_a_a_duet_with_a_hog_in_the_middle_does_not_fail(seed: int) -> None:
-    assert _hogged_outcome(hogged(seed)) is not Outcome.FAIL
+HOGGED_SEEDS = (32, 85, 130, 141, 154, 189, 236, 244, 274, 291, 299)
+
+
+def test_an_a_a_duet_with_a_hog_in_the_middle_almost_never_fails() -> None:
+    # The old method failed all 11. The t interval over runs of blocks fails one (236):
+    # its last look spends half of the 5 %, and over all 300 seeds that is 1 false FAIL
+    # (0.3 %, where a one-sided 2.5 % is allowed); with 5 % / 4 at every look it was 0.
+    fails = [seed for seed in HOGGED_SEEDS if _hogged_outcome(hogged(seed)) is Outcome.FAIL]
+    assert len(fails) <= 1, fails
 
 
 def test_a_percentile_decided_by_a_few_hogged_blocks_counts_only_those() -> None:
