@@ -228,13 +228,14 @@ def _looks(samples: Sequence[Any], duration: int) -> Iterator[tuple[int, Sequenc
 
 def run_new(series: list[stats.Sample], scenario: Scenario, truth: dict[str, float]) -> Outcome:
     rule = sequential.make_stop_rule(scenario, level=0.95, abort_window_s=10.0)
-    seconds, seen = _stop(rule, series, int(scenario.duration_s))
+    seconds, seen, stopped = _stop(rule, series, int(scenario.duration_s))
     level = stats.bonferroni(
         0.95, sequential.blocking_tests(scenario.budget, scenario.endpoint_budgets)
     )
     run_stats = stats.summarize(
         seen, float(seconds), level, correlated=True, anytime=True,
         limits=sequential.quantile_limits(scenario.budget, scenario.endpoint_budgets),
+        stopped=stopped,
     )  # fmt: skip
     v = verdict.evaluate(
         "sim", scenario.budget, scenario.endpoint_budgets, run_stats, min_samples=50,
@@ -245,7 +246,7 @@ def run_new(series: list[stats.Sample], scenario: Scenario, truth: dict[str, flo
 
 def run_old(series: list[old_stats.Sample], scenario: Scenario, truth: dict[str, float]) -> Outcome:
     rule = old_sequential.make_stop_rule(scenario, level=0.95, abort_window_s=10.0)
-    seconds, seen = _stop(rule, series, int(scenario.duration_s))
+    seconds, seen, _ = _stop(rule, series, int(scenario.duration_s))
     run_stats = old_stats.summarize(seen, float(seconds), 0.95, correlated=True)
     v = old_verdict.evaluate(
         "sim", scenario.budget, scenario.endpoint_budgets, run_stats, min_samples=50,
@@ -260,11 +261,12 @@ def run_old(series: list[old_stats.Sample], scenario: Scenario, truth: dict[str,
 
 def _stop(
     rule: Callable[[Sequence[Any], float], str | None], series: Sequence[Any], duration: int
-) -> tuple[int, Sequence[Any]]:
+) -> tuple[int, Sequence[Any], bool]:
+    """``(seconds, samples, whether the rule stopped the run)``."""
     for second, seen in _looks(series, duration):
         if rule(seen, float(second)) is not None:
-            return second, seen
-    return duration, [s for s in series if s.t < duration]
+            return second, seen, True
+    return duration, [s for s in series if s.t < duration], False
 
 
 # --- cells ---------------------------------------------------------------------------

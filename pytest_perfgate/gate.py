@@ -237,7 +237,7 @@ class Gate:
             measured, window, level, correlated=True,
             anytime=self._stop_rule(scenario, base) is not None,
             limits=sequential.quantile_limits(scenario.budget, scenario.endpoint_budgets),
-            slo=scenario.slo,
+            slo=scenario.slo, stopped=raw.stop_reason.startswith("stopped:"),
         )  # fmt: skip
         regressions = (
             () if base is None else self._regressions(scenario, base, measured, run_stats, level)

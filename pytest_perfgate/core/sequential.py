@@ -61,7 +61,10 @@ periodic pauses), ``min_samples`` requests, and enough requests that clusters of
 would have shown had they come: for a percentile ``n * p0 / f >= MIN_EXPECTED_HITS``
 (500 requests for a p95 of independent requests, ``f`` times as many under dependence),
 for an error rate ``n * p0 >= MIN_EXPECTED_FAILURES`` (5 000 requests for a 1 % budget:
-failures have no latency to measure their clustering by before they come). An abort
+failures have no latency to measure their clustering by before they come). While no
+failure (goodput miss) has come, the error rate's ``f`` is ``stats.FAILURE_BURST`` (10):
+"none in ``n``" is judged as none in ``n / 10`` bursts, and the interval the run then
+reports after stopping says the same (``stats.summarize(stopped=True)``). An abort
 needs the breach to hold at every look for ``abort_window_s`` (a short stall does not
 end a run).
 
@@ -81,6 +84,7 @@ from pytest_perfgate.core.metrics import SECONDS, Metric, Series, metric
 from pytest_perfgate.core.model import Budget, Scenario
 from pytest_perfgate.core.numbers import format_count
 from pytest_perfgate.core.stats import (
+    FAILURE_BURST,
     NOT_SENT,
     TOTAL,
     Dependence,
@@ -373,11 +377,14 @@ class _Monitor:
         return found.state
 
     def _floor(self) -> Dependence:
-        """A percentile's floor for ``f``: the dependence of a lower quantile's hits.
+        """A percentile's floor for ``f``: the dependence of a lower quantile's hits; an
+        error rate's (goodput's) while it has none: bursts of ``FAILURE_BURST``.
 
         Measured again once the requests grew by ``FLOOR_GROWTH`` (it sorts them all,
         and a run of token gaps holds millions), so it changes slowly, as ``f`` does.
         """
+        if self.entry.judge == "proportion" and self.test is not None and not self.test.hits:
+            return Dependence(FAILURE_BURST, 0)
         if self.entry.judge != "quantile" or self.entry.q is None:
             return Dependence(1.0, 0)
         n, found = self._floor_at

@@ -629,6 +629,10 @@ _PLATEAU = 1.25
 _INDEPENDENT_SE = 2.0
 #: |z| between the two halves of a run beyond which its blocks disagree beyond chance
 DRIFT_Z = 3.5
+#: the largest burst of failures (or goodput misses) assumed where a run stopped early
+#: without any: none came, so their clustering could not be measured, and a run that
+#: stops on "no failure in n requests" claims only what bursts of this size allow
+FAILURE_BURST = 10.0
 
 
 def check_ms(ms: float, where: str) -> float:
@@ -924,12 +928,15 @@ class _Found:
     unsettled: frozenset[str]
 
 
-def _dependence(c: _Collected, ordered: Sequence[float], limits: Mapping[str, float]) -> _Found:
+def _dependence(
+    c: _Collected, ordered: Sequence[float], limits: Mapping[str, float], stopped: bool
+) -> _Found:
     """Per figure: the block variance inflation, and the halves' figures where they disagree.
 
     A percentile's hits are the requests over its limit where ``limits`` has one (the
     variance that matters for judging it, and the one ``sequential`` measures), else over
-    its point estimate; its inflation is at least its ``reference_dependence``.
+    its point estimate; its inflation is at least its ``reference_dependence``. The error
+    rate of a run ``stopped`` early without a failure has ``FAILURE_BURST``.
     """
     ess: dict[str, float] = {}
     drift: dict[str, tuple[float, float]] = {}
@@ -953,7 +960,7 @@ def _dependence(c: _Collected, ordered: Sequence[float], limits: Mapping[str, fl
             )
     counts = tick_counts(c.every_tick, c.failed)
     found = block_dependence(counts)
-    ess["error_rate"] = found.factor
+    ess["error_rate"] = FAILURE_BURST if stopped and not any(c.failed) else found.factor
     if not found.settled:
         unsettled.add("error_rate")
     if halves_disagree(counts):
@@ -974,12 +981,13 @@ class _How:
     anytime: bool
     limits: Mapping[str, Mapping[str, float]]
     slo: Mapping[str, float] | None = None
+    stopped: bool = False  # the run was stopped early by its stop rule
 
 
 def _summary_row(name: str, c: _Collected, duration_s: float, how: _How) -> EndpointStats:
     ordered = sorted(c.ms)
     found = (
-        _dependence(c, ordered, how.limits.get(name, {}))
+        _dependence(c, ordered, how.limits.get(name, {}), how.stopped)
         if how.correlated
         else _Found({}, {}, frozenset())
     )
@@ -1075,6 +1083,8 @@ def _with_streams(
             out.depend(
                 "goodput", _series_dependence(good.values, good.ticks, lambda x: x < 1.0, None)
             )
+            if how.stopped and min(good.values) >= 1.0:  # no miss: as for no failure
+                out.ess["goodput"] = FAILURE_BURST
     counts: dict[str, int] = {str(k): len(v.values) for k, v in streams.series.items()}
     counts["goodput"] = len(good.values)
     stream = StreamStats(
@@ -1097,6 +1107,7 @@ def summarize(
     anytime: bool = False,
     limits: Mapping[str, Mapping[str, float]] | None = None,
     slo: Mapping[str, float] | None = None,
+    stopped: bool = False,
 ) -> RunStats:
     """Per-endpoint and total statistics of ``samples`` over a window of ``duration_s``.
 
@@ -1107,7 +1118,9 @@ def summarize(
     intervals by it, and records in ``drift`` the figures whose two halves disagree beyond
     chance (``halves_disagree``). ``anytime=True`` (a run an early-stop rule watched)
     gives intervals valid at a data-dependent stopping time. ``limits`` (by row, then
-    ``"p95"``...) are the budgets the percentiles will be judged against.
+    ``"p95"``...) are the budgets the percentiles will be judged against. ``stopped``:
+    the stop rule ended the run early; an error rate (goodput) without any failure (miss)
+    is then taken as bursts of ``FAILURE_BURST``, the assumption the rule stopped on.
 
     Rows with streamed responses (``Sample.stream``) also get their stream figures
     (``EndpointStats.figures``: TTFT, ITL per token, TPOT quantiles with the same
@@ -1126,7 +1139,7 @@ def summarize(
         if s.name in streaming:
             row.streams.add(s, slo)
             every.streams.add(s, slo)
-    how = _How(level, correlated, anytime, limits or {}, slo)
+    how = _How(level, correlated, anytime, limits or {}, slo, stopped)
     endpoints = {name: _summary_row(name, rows[name], duration_s, how) for name in sorted(rows)}
     total = _summary_row(TOTAL, every, duration_s, how)
     return RunStats(endpoints=endpoints, total=total, duration_s=duration_s)

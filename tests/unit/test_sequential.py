@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
+from pytest_perfgate.core import stats
 from pytest_perfgate.core.model import Budget, Scenario, Task
 from pytest_perfgate.core.sequential import (
     ShareTest,
@@ -16,7 +17,8 @@ from pytest_perfgate.core.sequential import (
     decide,
     make_stop_rule,
 )
-from pytest_perfgate.core.stats import NOT_SENT, TOTAL, Sample
+from pytest_perfgate.core.stats import FAILURE_BURST, NOT_SENT, TOTAL, Sample, proportion_cs
+from pytest_perfgate.core.verdict import Outcome, evaluate
 from pytest_perfgate.errors import SampleError
 from pytest_perfgate.load.driver import StopRule as RunnerStopRule
 
@@ -171,9 +173,42 @@ def test_every_blocking_budget_must_be_decided_before_a_pass() -> None:
     budget = Budget(p95_ms=100.0, error_rate=0.01)
     rule = StopRule(budget, min_duration_s=30.0)
     second, reason = _drive(rule, 50.0, seconds=300)
-    # no failures: the error rate's pass needs about 550 requests, the p95's fewer
+    # no failures: the error rate's pass needs about 5 000 requests, the p95's fewer
     assert reason is not None and "Total error rate <= 1.00 %" in reason
     assert second >= 30
+
+
+def test_a_run_without_failures_stops_on_what_bursts_of_ten_allow_and_reports_that() -> None:
+    """No failure in n requests is judged as none in n / 10 bursts (``FAILURE_BURST``),
+    by the rule and by the interval the stopped run reports, so the two agree."""
+    budget = Budget(p95_ms=100.0, error_rate=0.01)
+    rule = StopRule(budget, min_duration_s=30.0, alpha=0.05)
+    rng = random.Random(3)
+    samples: list[Sample] = []
+    for second in range(1, 601):
+        samples += [Sample(second - 1 + k / 20, PREDICT, _lognormal_p95(50.0, rng), True)
+                    for k in range(20)]  # fmt: skip
+        if (reason := rule(samples, float(second))) is not None:
+            break
+    assert reason is not None and reason.startswith("stop:")
+    n, level = len(samples), stats.bonferroni(0.95, 2)
+    # the CS of 0 failures in n / 10 must have cleared 1 %: about 50 expected at the budget
+    assert proportion_cs(0, n, level, FAILURE_BURST)[1] <= 0.01
+    assert proportion_cs(0, n - 20 * 30, level, FAILURE_BURST)[1] > 0.01
+
+    def judged(stopped: bool) -> tuple[Outcome, tuple[float, float] | None]:
+        run = stats.summarize(samples, float(second), level, correlated=True, anytime=True,
+                              limits={TOTAL: {"p95": 100.0}}, stopped=stopped)  # fmt: skip
+        v = evaluate("light", budget, {}, run)
+        (check,) = [c for c in v.checks if c.metric == "error_rate"]
+        return v.outcome, check.ci
+
+    outcome, ci = judged(stopped=True)
+    assert outcome is Outcome.PASS and ci is not None
+    assert ci[1] == pytest.approx(proportion_cs(0, n, level, FAILURE_BURST)[1])
+    # a run that went to its end is judged as before: independent failures where none came
+    _, full = judged(stopped=False)
+    assert full is not None and full[1] < ci[1] / 5
 
 
 def test_an_error_rate_breach_aborts() -> None:
