@@ -8,12 +8,11 @@ Locust, in process (tests/integration runs the real one).
 
 from __future__ import annotations
 
-import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_project import PROBE, fake_project
+from fake_project import run_in_process as run
 
 # pytester's in-process runs drop the modules first imported during a run; the modules a
 # run imports lazily (the gate, the reports, the lock) would then come back as new copies
@@ -40,7 +39,8 @@ scenarios:
 """
 
 # 200 requests of about 30 ms over 4 s; the driver checks the signal handler as it runs
-CONFTEST = """
+CONFTEST = (
+    """
 import signal
 
 import pytest
@@ -59,16 +59,9 @@ class Driver(FakeDriver):
         return super().run(*args, **kwargs)
 
 
-class Probe:
-    def answers(self, url):
-        return True
-
-    def metrics(self, url):
-        return None
-
-    def watch_gpu(self, url):
-        return lambda: GpuTelemetry(None, ())
-
+"""
+    + PROBE
+    + """
 
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config):
@@ -77,35 +70,13 @@ def pytest_configure(config):
     session.driver = Driver(samples)
     session.probe = Probe()
 """
-
-
-class Healthy(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet
+)
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    pytester.makefile(".yaml", thresholds=textwrap.dedent(THRESHOLDS))
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini(f"[pytest]\nperfgate_url = http://127.0.0.1:{server.server_port}\n")
-    try:
-        yield pytester
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    # in-process: pytest warns that it cannot rewrite the already imported plugin's asserts
-    return pytester.runpytest("-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
+    with fake_project(pytester, THRESHOLDS, CONFTEST) as project:
+        yield project
 
 
 def test_a_test_failing_only_by_result_check_exits_with_the_breach_exit_code(

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_project import PROBE, fake_project, run_in_process
 
 # imported once here, for the reason test_fake_runs gives
 import pytest_perfgate.core.noise
@@ -51,7 +50,8 @@ scenarios:
     budgets: {p95_ms: 100}
 """
 
-CONFTEST = """
+CONFTEST = (
+    """
 import os
 import time
 
@@ -65,16 +65,9 @@ from pytest_perfgate.target.machine import MachineRecord
 from pytest_perfgate.target.telemetry import GpuTelemetry
 
 
-class Probe:
-    def answers(self, url):
-        return True
-
-    def metrics(self, url):
-        return None
-
-    def watch_gpu(self, url):
-        return lambda: GpuTelemetry(None, ())
-
+"""
+    + PROBE
+    + """
 
 class Sampler:
     '''Run n reports NOISE_PLAN's n-th figure of outside CPU (the last one after that);
@@ -118,37 +111,20 @@ def pytest_configure(config):
     session.probe = Probe()
     session.sampler = Sampler()
 """
-
-
-class Healthy(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet
+)
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    pytester.makefile(".yaml", thresholds=textwrap.dedent(THRESHOLDS))
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini(f"[pytest]\nperfgate_url = http://127.0.0.1:{server.server_port}\n")
-    try:
-        yield pytester
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_project(pytester, THRESHOLDS, CONFTEST) as project:
+        yield project
 
 
 def run(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, plan: str, *args: str
 ) -> pytest.RunResult:
     monkeypatch.setenv("NOISE_PLAN", plan)
-    return pytester.runpytest("-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
+    return run_in_process(pytester, *args)
 
 
 def _results(pytester: pytest.Pytester) -> list[dict[str, Any]]:

@@ -8,12 +8,11 @@ tested in tests/integration), and the service a stdlib HTTP server in a thread.
 from __future__ import annotations
 
 import json
-import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_project import PROBE, fake_project
+from fake_project import run_in_process as run
 
 # imported once so that pytester's in-process runs keep one copy (see test_fake_runs)
 import pytest_perfgate.gate
@@ -40,7 +39,8 @@ scenarios:
 
 # 200 streamed responses over 4 s: TTFT 100-199 ms, 8 tokens 20 ms apart, chunks of 2
 # tokens (so ITL is per token); every tenth stream is cut before [DONE]
-CONFTEST = """
+CONFTEST = (
+    """
 import pytest
 
 from pytest_perfgate.core.stats import Sample, Stream
@@ -49,16 +49,9 @@ from pytest_perfgate.plugin.session import SESSION_KEY
 from pytest_perfgate.target.telemetry import GpuTelemetry
 
 
-class Probe:
-    def answers(self, url):
-        return True
-
-    def metrics(self, url):
-        return None
-
-    def watch_gpu(self, url):
-        return lambda: GpuTelemetry(None, ())
-
+"""
+    + PROBE
+    + """
 
 def sample(i):
     cut = i % 10 == 9
@@ -73,34 +66,13 @@ def pytest_configure(config):
     session.driver = FakeDriver([sample(i) for i in range(200)])
     session.probe = Probe()
 """
-
-
-class Healthy(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # quiet
+)
 
 
 @pytest.fixture
 def project(pytester: pytest.Pytester) -> Iterator[pytest.Pytester]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    pytester.makefile(".yaml", thresholds=textwrap.dedent(THRESHOLDS))
-    pytester.makeconftest(CONFTEST)
-    pytester.makeini(f"[pytest]\nperfgate_url = http://127.0.0.1:{server.server_port}\n")
-    try:
-        yield pytester
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest("-W", "ignore::pytest.PytestAssertRewriteWarning", *args)
+    with fake_project(pytester, THRESHOLDS, CONFTEST) as project:
+        yield project
 
 
 def test_a_streaming_scenario_within_its_ttft_budget_passes_and_reports_its_figures(
