@@ -465,6 +465,9 @@ def _since_due_ms(due: Due | None) -> float:
 #: the load's start (epoch seconds), which interleaved rounds are timed from (a worker:
 #: the master's); set when the load starts
 TWIN_CLOCK = [time.time()]
+#: this process's Locust worker index (0 where Locust runs in one process): an openai
+#: task's draws start from its seed plus this, so that workers send different prompts
+WORKER_INDEX = [0]
 
 
 def _baseline_first(seed: int, pair: int) -> bool:
@@ -553,8 +556,15 @@ def _make_stream_task(task: TaskSpec) -> Callable[..., None]:
 def _stream_body(task: TaskSpec) -> Callable[[], Any]:
     """What makes a request's body: an openai task's draws, else its json or json_factory."""
     if task["kind"] in OPENAI_KINDS:
-        rng = random.Random(task.get("seed", 0))  # one task's draws, reproducible
-        return lambda: request_body(task, rng)
+        seed = int(task.get("seed", 0))
+        drawn: list[random.Random] = []  # seeded at the first request: the worker is known
+
+        def body() -> dict[str, Any]:
+            if not drawn:  # one task's draws, reproducible, and each worker's its own
+                drawn.append(random.Random(seed + WORKER_INDEX[0]))
+            return request_body(task, drawn[0])
+
+        return body
     factory_spec = task.get("json_factory")
     if factory_spec:
         return _import_factory(factory_spec)
@@ -896,6 +906,7 @@ class WorkerReporter:
     ) -> None:
         self.runner = runner
         self.cut = cut
+        WORKER_INDEX[0] = int(runner.worker_index)
         self.workers = int(spec["scenario"].get("arrival_workers", 1))
         self.collector = Collector()
         runner.register_message(START_MESSAGE, self.on_start_message)

@@ -10,6 +10,7 @@ module's main run is shared by the tests that read it.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import math
 import random
@@ -228,7 +229,11 @@ def test_random_arrivals_follow_their_seeded_law_timed_from_the_schedule(
 
 def test_workers_each_draw_their_share_of_poisson_arrivals(stream_url: str, tmp_path: Path) -> None:
     rate = 40.0
-    task = chat("open", ttft_ms=5.0, itl_ms=1.0, max_tokens=2)
+    # max_tokens drawn from 1-10 000 (the server streams that many, 500 to a chunk, at
+    # once): workers with the same draws would send each length twice
+    task = dataclasses.replace(
+        chat("open", ttft_ms=5.0, itl_ms=0.0, per_chunk=500), max_tokens={"min": 1, "max": 10_000}
+    )
     scenario = Scenario(
         name="shared", users=20, spawn_rate=100, duration_s=3.0, tasks=(task,),
         request_timeout_s=3.0, arrival_rate=rate, arrivals="poisson", seed=5, processes=2,
@@ -243,6 +248,8 @@ def test_workers_each_draw_their_share_of_poisson_arrivals(stream_url: str, tmp_
             due.append(t)
             t += rng.expovariate(rate / 2)
     assert all(s.ok and s.stream is not None for s in raw.samples)  # sent on by the master
+    lengths = [s.stream.output_tokens for s in raw.samples if s.stream is not None]
+    assert len(set(lengths)) >= 0.9 * len(lengths), "the workers drew the same max_tokens"
     measured = sorted(s.t for s in raw.samples)
     assert len(measured) >= 0.9 * sum(t < 3.0 for t in due)
     due.sort()
