@@ -1,5 +1,8 @@
 """pytest-xdist: each worker ships what it rendered; the controller prints it once.
 
+The same way, each worker ships how many scenarios it deselected (load not asked for):
+the controller prints the one "deselected" line a run without xdist prints.
+
 Registered only when xdist is present (``register``): ``XdistController`` on the
 controller, ``XdistWorker`` on each worker. The load lock (``plugin.lock``), not xdist,
 keeps the workers' load runs from overlapping. A worker stops the service it started
@@ -13,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pytest_perfgate.plugin.items import DESELECTED_KEY
 from pytest_perfgate.plugin.session import PerfgateSession
 from pytest_perfgate.processes import run_id
 
@@ -20,17 +24,24 @@ __all__ = ["XdistController", "XdistWorker", "register"]
 
 #: the key of ``workeroutput`` that carries a worker's rendered results
 OUTPUT_KEY = "perfgate"
+#: the key of ``workeroutput`` that carries how many scenarios a worker deselected
+DESELECTED_OUTPUT_KEY = "perfgate_deselected"
 
 
 class XdistController:
     """On the controller: collects what each worker rendered into the session's summary."""
 
-    def __init__(self, session: PerfgateSession) -> None:
+    def __init__(self, session: PerfgateSession, config: pytest.Config) -> None:
         self.session = session
+        self.config = config
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         output = getattr(node, "workeroutput", None) or {}
         self.session.rendered.extend(output.get(OUTPUT_KEY, []))
+        # every worker collects the same items: the count is each one's, not a sum
+        deselected = int(output.get(DESELECTED_OUTPUT_KEY, 0))
+        stash = self.config.stash
+        stash[DESELECTED_KEY] = max(stash.get(DESELECTED_KEY, 0), deselected)
 
 
 class XdistWorker:
@@ -49,6 +60,7 @@ class XdistWorker:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         workeroutput: dict[str, Any] = getattr(session.config, "workeroutput")  # noqa: B009
         workeroutput[OUTPUT_KEY] = self.session.rendered
+        workeroutput[DESELECTED_OUTPUT_KEY] = session.config.stash.get(DESELECTED_KEY, 0)
         self.session.close()
 
 
@@ -61,4 +73,4 @@ def register(config: pytest.Config, session: PerfgateSession) -> None:
     else:
         if config.getoption("dist", "no") != "no":
             run_id()  # set before the workers start: they inherit it, one tag for the run
-        config.pluginmanager.register(XdistController(session), "perfgate-xdist")
+        config.pluginmanager.register(XdistController(session, config), "perfgate-xdist")

@@ -123,3 +123,15 @@ def test_help_says_when_load_runs(project: pytest.Pytester) -> None:
     result = run(project, "--help")
     text = " ".join(result.stdout.str().split())
     assert "load runs only when asked: they are deselected unless -m names a load_ marker" in text
+
+
+def test_under_xdist_the_controller_says_once_what_its_workers_deselected(
+    project: pytest.Pytester,
+) -> None:
+    # the workers collect and deselect; the controller, which prints the summary, did not
+    result = project.runpytest_subprocess("-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert result.stdout.str().count("load scenario(s) of thresholds.yaml deselected") == 1
+    result = project.runpytest_subprocess("tests", "-n", "2", "-p", "no:randomly")
+    result.assert_outcomes(passed=1)
+    assert "deselected (load runs only when asked)" not in result.stdout.str()
