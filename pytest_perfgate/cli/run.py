@@ -13,10 +13,12 @@ import sys
 from pathlib import Path
 
 from pytest_perfgate.config import load_thresholds
+from pytest_perfgate.core.model import Thresholds
+from pytest_perfgate.duet_gate import DuetGate, ab_source
 from pytest_perfgate.errors import GateError, ServiceError
 from pytest_perfgate.gate import Gate
 from pytest_perfgate.load.driver import Progress, ProgressCallback
-from pytest_perfgate.options import OPTIONS, resolve
+from pytest_perfgate.options import OPTIONS, Settings, resolve
 from pytest_perfgate.results.result import ScenarioResult
 from pytest_perfgate.results.terminal import progress_line, terminal_table
 from pytest_perfgate.target.container import ContainerService, start_container
@@ -42,7 +44,7 @@ def run_cli(args: argparse.Namespace) -> int:
             start = start_container if thresholds.service.container else start_service
             service = target = start(thresholds, settings, cwd)
         health_check(target, thresholds.service.ready_path)
-        gate = Gate(thresholds, settings, lambda: target, cwd=cwd)
+        gate = _gate(thresholds, settings, target, cwd)
         results = [_run_one(gate, name, target) for name in names]
     except (GateError, ServiceError) as exc:
         print(f"perfgate: error: {exc}", file=sys.stderr)
@@ -55,10 +57,20 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0 if all(r.verdict.passed for r in results) else 1
 
 
+def _gate(thresholds: Thresholds, settings: Settings, target: Target, cwd: Path) -> Gate:
+    """The gate the plugin would use: an A/B one (``--against``, ``compare_to:``) with the
+    baseline beside the target, else the absolute one."""
+    source = ab_source(thresholds, settings)
+    if source is not None:
+        return DuetGate(thresholds, settings, lambda: target, source=source, cwd=cwd)
+    return Gate(thresholds, settings, lambda: target, cwd=cwd)
+
+
 def _run_one(gate: Gate, name: str, target: Target) -> ScenarioResult:
     """One scenario, run again while the machine's noise explains its verdict, at most
     ``--retry-noisy`` more times (each attempt's files are kept; the last one counts)."""
-    print(f"perfgate: running {name} against {target.url}", file=sys.stderr)
+    against = f", A/B against {gate.source.label}" if isinstance(gate, DuetGate) else ""
+    print(f"perfgate: running {name} against {target.url}{against}", file=sys.stderr)
     total = 1 + gate.settings.retry_noisy
     for n in range(1, total + 1):
         result = gate.run(gate.scenario(name), on_progress=_stderr_progress(), attempt=(n, total))

@@ -164,3 +164,28 @@ def test_against_head_starts_the_reference_service_from_a_worktree_and_removes_i
     assert "perfgate-baseline-" not in _worktrees() and _worktrees() == before
     assert left == []
     assert sys.executable  # the services ran on this interpreter ({python})
+
+
+def test_perfgate_run_judges_the_pair_as_the_plugin_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # compare_to: in the thresholds file is an A/B run for ``perfgate run`` too
+    text = thresholds(
+        f"command: '{delay_command(30)}'", f"{{command: '{delay_command(20)}'}}",
+        '{p50_regression: "10%"}', duration="12s",
+    )  # fmt: skip
+    (tmp_path / "thresholds.yaml").write_text(text, encoding="utf-8")
+    tag = new_tag()
+    for key, value in tag.items():
+        monkeypatch.setenv(key, value)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest_perfgate", "run", "light", "--results-dir", "results"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "A/B against command" in done.stderr
+    assert still_running(tag) == []
+    (path,) = (tmp_path / "results").glob("*_light.json")
+    ab = json.loads(path.read_text(encoding="utf-8"))["ab"]
+    p50 = next(c for c in ab["changes"] if c["key"] == "p50_regression")
+    assert 0.3 < p50["change"] < 0.8  # truly +50 % (30 vs 20 ms)
