@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/duet_quality.py [--quick] [--runs 200] [--seconds 40]
         [--allowance 0.05] [--slower 1.10] [--noise shared,order,imbalance,stalls]
-        [--spend equal,final-half]
+        [--spend equal,half,final]
 
 Simulated A/B runs judged by ``core.duet``'s real functions (``paired_blocks``,
 ``judge_pair``, ``PairStopRule`` at the plan's looks, as ``duet_gate`` does: 1 s blocks
@@ -21,9 +21,10 @@ descheduling delays). The noises, each adding to the one before:
 
 Prints, per noise: the false-FAIL rate of A/A runs and the detection (FAIL) rate of a
 ``--slower`` candidate, for each way of spending the error over the looks (``--spend``):
-``equal`` (``alpha / K`` at each of ``K`` looks, the gate before) and ``final-half``
-(``duet.FINAL_SHARE``: half at the last look, the rest shared by the others, the gate
-now), on the same simulated runs. Pure CPU, about 0.2 s a run: run it with ``nice``.
+``equal`` (``alpha / K`` at each of ``K`` looks), ``half`` (half at the last look, the
+rest shared by the others) and ``final`` (``duet.FINAL_SHARE``, four fifths at the last
+look: the gate), on the same simulated runs. Pure CPU, about 0.2 s a run: run it with
+``nice``.
 """
 
 from __future__ import annotations
@@ -135,15 +136,16 @@ NOISES = {
 }
 
 
-SPENDS = ("equal", "final-half")
+#: the share of the error the last look gets: None for 1 / K (an equal split)
+SPENDS = {"equal": None, "half": 0.5, "final": duet.FINAL_SHARE}
 
 
 def rates(
     noise: str, runs: int, seconds: float, allowance: float, slower: float, spend: str
 ) -> str:
     plan = plan_for(seconds, allowance)
-    # the share of the error the last look gets: 1 / K is the equal split
-    duet.FINAL_SHARE = 1.0 / len(plan.looks) if spend == "equal" else 0.5
+    share = SPENDS[spend]
+    duet.FINAL_SHARE = 1.0 / len(plan.looks) if share is None else share
     kw = NOISES[noise]
     aa: Counter[str] = Counter()
     ab: Counter[str] = Counter()

@@ -37,13 +37,16 @@ over single blocks there said FAIL in 3 % of simulated A/A runs
 (``look_times``: from the warm-up's end plus the minimum duration, each 1.5 times the
 last, the scenario's duration last): the gate judges the pair at those looks only, and
 the error ``alpha = 1 - level`` is spent across them (``look_levels``): the last look,
-which has the most data and decides most runs, gets ``FINAL_SHARE`` (half) of it, and
-the ``K - 1`` earlier looks share the rest equally. The errors add up to at most
-``alpha``, so the chance that any interval of the schedule misses is at most
+which has the most data and decides most runs, gets ``FINAL_SHARE`` (four fifths) of
+it, and the ``K - 1`` earlier looks share the rest equally. The errors add up to at
+most ``alpha``, so the chance that any interval of the schedule misses is at most
 ``1 - level`` wherever the run stops (early PASS, abort on a clear regression, or the
-end). Against an equal split (``alpha / K`` a look) the last interval is about a fifth
-narrower at 8 looks, which is where a small regression is told from noise; the early
-looks, which only catch clear ones, are a little stricter.
+end). This is the shape of O'Brien and Fleming's spending in group-sequential trials:
+little error early, where only clear changes can be decided anyway, nearly all of it
+at the end, where a small regression is told from noise. Against an equal split
+(``alpha / K`` a look, Pocock's shape) the last interval is about a quarter narrower
+at 7 looks; the early looks are stricter (``benchmarks/duet_quality.py`` prints the
+three).
 
 Assumptions: runs of blocks are about independent (dependence shorter than a run), each
 side's statistic is about normal on the log scale (``n (1 - q) >= 10`` per side for a
@@ -116,7 +119,7 @@ MIN_DF = 3
 #: each look comes this many times later than the one before
 LOOK_GROWTH = 1.5
 #: the share of the error the last look gets; the earlier looks share the rest
-FINAL_SHARE = 0.5
+FINAL_SHARE = 0.8
 
 
 def baseline_name(name: str) -> str:

@@ -169,17 +169,17 @@ def test_looks_grow_by_half_and_end_at_the_duration_and_share_the_error() -> Non
     assert duet.look_times(30.0, 300.0) == (30.0, 45.0, 67.5, 101.25, 151.875, 227.8125, 300.0)
     assert duet.look_times(30.0, 20.0) == (20.0,)
     assert duet.look_levels(0.95, 1) == (0.95,)
-    # the last look gets half of the 5 %, the two before it 1.25 % each (rounded down)
-    assert duet.look_levels(0.95, 3) == (0.988, 0.988, 0.975)
-    # 7 earlier looks share 2.5 %: 0.357 % each, rounded down to 0.35 %
-    assert duet.look_levels(0.95, 8) == (*([0.9965] * 7), 0.975)
+    # the last look gets four fifths of the 5 %, the two before it 0.5 % each
+    assert duet.look_levels(0.95, 3) == (0.995, 0.995, 0.96)
+    # 7 earlier looks share 1 %: 0.143 % each, rounded down to 0.14 %
+    assert duet.look_levels(0.95, 8) == (*([0.9986] * 7), 0.96)
     assert sum(1 - x for x in duet.look_levels(0.9, 5)) <= 0.1 + 1e-12
 
 
 def test_a_look_s_level_is_the_last_one_s_only_from_the_end_of_the_schedule() -> None:
     plan = _plan((30.0, 45.0, 60.0))
-    assert plan.level_at(60.0) == plan.level_at(61.0) == 0.975
-    assert plan.level_at(30.0) == plan.level_at(59.0) == 0.988
+    assert plan.level_at(60.0) == plan.level_at(61.0) == 0.96
+    assert plan.level_at(30.0) == plan.level_at(59.0) == 0.995
 
 
 def _plan(looks: tuple[float, ...]) -> duet.PairPlan:
@@ -249,11 +249,12 @@ HOGGED_SEEDS = (32, 85, 130, 141, 154, 189, 236, 244, 274, 291, 299)
 
 
 def test_an_a_a_duet_with_a_hog_in_the_middle_almost_never_fails() -> None:
-    # The old method failed all 11. The t interval over runs of blocks fails one (236):
-    # its last look spends half of the 5 %, and over all 300 seeds that is 1 false FAIL
-    # (0.3 %, where a one-sided 2.5 % is allowed); with 5 % / 4 at every look it was 0.
+    # The old method failed all 11. The t interval over runs of blocks fails two (141,
+    # 236): its last look spends four fifths of the 5 %, and over all 300 seeds that is
+    # 2 false FAILs (0.7 %, where a one-sided 2.5 % is allowed); with 5 % / 4 at every
+    # look it was 0, and a 10 % slower candidate was caught in 36 of 300, not 68.
     fails = [seed for seed in HOGGED_SEEDS if _hogged_outcome(hogged(seed)) is Outcome.FAIL]
-    assert len(fails) <= 1, fails
+    assert len(fails) <= 2, fails
 
 
 def test_a_percentile_decided_by_a_few_hogged_blocks_counts_only_those() -> None:
