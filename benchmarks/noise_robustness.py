@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/noise_robustness.py [--quick] [--runs 20] [--seconds 30]
         [--hogs 2] [--hog-share 0.5] [--burn-ms 6] [--allowance 5%] [--keys p50,p95]
-        [--cases abc] [--ab-seconds 90] [--ab-users 16]
+        [--cases abc] [--ab-seconds 120] [--ab-users 16]
 
 A service whose handler is CPU-bound (a stdlib HTTP server on 127.0.0.1, started by the
 gate from ``service.command``, that burns about ``--burn-ms`` of CPU a request), so a CPU
@@ -316,7 +316,7 @@ def main() -> None:
         default="p50,p95",
         help="percentiles judged in (b), (c): p95, or p50,p95 (default p50,p95)",
     )
-    parser.add_argument("--ab-seconds", type=float, default=90, help="load per A/B run")
+    parser.add_argument("--ab-seconds", type=float, default=120, help="load per A/B run (2 min)")
     parser.add_argument("--ab-users", type=int, default=16, help="users of an A/B run")
     parser.add_argument("--cases", default="abc", help="which cases to run (default abc)")
     args = parser.parse_args()
