@@ -135,6 +135,7 @@ class Run:
     wall_s: float  # the whole pytest run, service start included
     outside: str  # the noise summary
     why: str = ""  # the verdict's first reason, where it has one
+    changes: str = ""  # an A/B run's changes of the total with their intervals
 
     @property
     def label(self) -> str:
@@ -215,8 +216,21 @@ def _run(data: dict[str, Any], wall: float) -> Run:
     p95 = ((data.get("statistics") or {}).get("total") or {}).get("p95") or 0.0
     return Run(
         data["verdict"]["outcome"], noisy, float(p95), float(data.get("duration_s") or 0), wall,
-        outside, reasons[0][:90] if reasons and not noisy else "",
+        outside, reasons[0][:90] if reasons and not noisy else "", _changes(data),
     )  # fmt: skip
+
+
+def _changes(data: dict[str, Any]) -> str:
+    """``p50 +13.5 % [+4.9, +22.8]; ...``: the A/B changes of the total (empty if none)."""
+    parts = []
+    for c in (data.get("ab") or {}).get("changes") or []:
+        if c.get("endpoint") != "Total" or c.get("change") is None:
+            continue
+        ci = c.get("ci")
+        interval = f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else ""
+        key = str(c["key"]).removesuffix("_regression")
+        parts.append(f"{key} {100 * c['change']:+.1f} %{interval}")
+    return "; ".join(parts)
 
 
 def _summary(case: str, runs: list[Run], args: argparse.Namespace) -> Counter[str]:
@@ -243,6 +257,8 @@ def _runs(folder: Path, args: argparse.Namespace, *, seconds: float, p95: bool) 
             f"    run {i + 1:>2}/{args.runs}: {run.label:<12} {figure}{run.load_s:5.1f} s of "
             f"load, {run.wall_s:5.1f} s in all; {run.outside}"
         )
+        if run.changes:
+            print(f"        {run.changes}")
         if run.why:
             print(f"        {run.why}")
     return runs
