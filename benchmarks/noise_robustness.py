@@ -89,26 +89,7 @@ service:
   command: "{{python}} {service} {{port}} {burn_ms}"
   ready_path: /health
   startup_timeout: 30s
-scenarios:
-  cpu:
-    users: {users}
-    spawn_rate: {users}
-    duration: {seconds}s
-    warmup: 3s
-    min_samples: 50
-    wait_time: [0.1, 0.3]
-    tasks:
-      - {{method: POST, path: /work, json: {{x: 1}}}}
-    budgets: {{p95_ms: {p95_ms}, error_rate: 0.05}}
-"""
-
-AB_THRESHOLDS = """\
-service:
-  command: "{{python}} {service} {{port}} {candidate_ms}"
-  ready_path: /health
-  startup_timeout: 30s
-compare_to: {{command: "{{python}} {service} {{port}} {baseline_ms}"}}
-scenarios:
+{compare_to}scenarios:
   cpu:
     users: {users}
     spawn_rate: {users}
@@ -155,15 +136,34 @@ def hogs(count: int) -> Iterator[None]:
             proc.wait(timeout=10)
 
 
-def _project(folder: Path, args: argparse.Namespace, p95_ms: float) -> None:
+def _write_project(
+    folder: Path, *, burn_ms: float, users: int, seconds: float, budgets: str,
+    baseline_ms: float | None = None,
+) -> None:  # fmt: skip
+    """The service, ``pytest.ini`` and ``thresholds.yaml`` of one case in ``folder``; with
+    ``baseline_ms``, an A/B project whose baseline (``compare_to``) burns that."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cpu_service.py").write_text(SERVICE, encoding="utf-8")
+    service = folder / "cpu_service.py"
+    service.write_text(SERVICE, encoding="utf-8")
     (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    compare_to = (
+        ""
+        if baseline_ms is None
+        else f'compare_to: {{command: "{{python}} {service} {{port}} {baseline_ms}"}}\n'
+    )
     text = THRESHOLDS.format(
-        service=folder / "cpu_service.py", burn_ms=args.burn_ms, users=args.users,
-        seconds=args.seconds, p95_ms=round(p95_ms, 2),
+        service=service, burn_ms=burn_ms, users=users, seconds=seconds, budgets=budgets,
+        compare_to=compare_to,
     )  # fmt: skip
     (folder / "thresholds.yaml").write_text(text, encoding="utf-8")
+
+
+def _project(folder: Path, args: argparse.Namespace, p95_ms: float) -> None:
+    """(a)'s project: an absolute p95 budget."""
+    _write_project(
+        folder, burn_ms=args.burn_ms, users=args.users, seconds=args.seconds,
+        budgets=f"p95_ms: {round(p95_ms, 2)}, error_rate: 0.05",
+    )  # fmt: skip
 
 
 def _hog_later(args: argparse.Namespace, seconds: float, done: threading.Event) -> None:
@@ -288,15 +288,11 @@ def ab_available() -> bool:
 def _ab_project(folder: Path, args: argparse.Namespace, candidate_ms: float) -> None:
     """The candidate burns ``candidate_ms`` a request, the baseline (``compare_to``)
     ``--burn-ms``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "cpu_service.py").write_text(SERVICE, encoding="utf-8")
-    (folder / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
-    text = AB_THRESHOLDS.format(
-        service=folder / "cpu_service.py", candidate_ms=candidate_ms, baseline_ms=args.burn_ms,
-        users=args.ab_users, seconds=args.ab_seconds,
+    _write_project(
+        folder, burn_ms=candidate_ms, users=args.ab_users, seconds=args.ab_seconds,
         budgets=", ".join(f'{key}_regression: "{args.allowance}"' for key in args.keys.split(",")),
+        baseline_ms=args.burn_ms,
     )  # fmt: skip
-    (folder / "thresholds.yaml").write_text(text, encoding="utf-8")
 
 
 def case_b(folder: Path, args: argparse.Namespace) -> None:
