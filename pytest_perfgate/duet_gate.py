@@ -34,7 +34,23 @@ from pytest_perfgate.target.baseline import RunningBaseline, running_baseline
 from pytest_perfgate.target.machine import Sampler
 from pytest_perfgate.target.probe import Probe, Target
 
-__all__ = ["DuetGate", "ab_source"]
+__all__ = ["DuetGate", "ab_source", "make_gate"]
+
+
+def make_gate(
+    thresholds: Thresholds, settings: Settings, target: Callable[[], Target], *, cwd: Path,
+    driver: LoadDriver | None = None, probe: Probe | None = None, sampler: Sampler | None = None,
+) -> Gate:  # fmt: skip
+    """The gate of a run, for the plugin and ``perfgate run`` alike: an A/B one
+    (``--perfgate-against``, ``compare_to:``) with the baseline beside the target, else
+    the absolute one."""
+    source = ab_source(thresholds, settings)
+    if source is not None:  # an A/B run: the baseline beside the service (core.duet)
+        return DuetGate(
+            thresholds, settings, target, source=source, driver=driver, probe=probe,
+            sampler=sampler, cwd=cwd,
+        )  # fmt: skip
+    return Gate(thresholds, settings, target, driver=driver, probe=probe, sampler=sampler, cwd=cwd)
 
 
 def ab_source(thresholds: Thresholds, settings: Settings) -> CompareSpec | None:

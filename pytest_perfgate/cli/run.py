@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 from pytest_perfgate.config import load_thresholds
-from pytest_perfgate.core.model import Thresholds
-from pytest_perfgate.duet_gate import DuetGate, ab_source
+from pytest_perfgate.duet_gate import DuetGate, make_gate
 from pytest_perfgate.errors import GateError, ServiceError
 from pytest_perfgate.gate import Gate
 from pytest_perfgate.load.driver import Progress, ProgressCallback
-from pytest_perfgate.options import OPTIONS, Settings, resolve
+from pytest_perfgate.options import OPTIONS, resolve
 from pytest_perfgate.results.result import ScenarioResult
 from pytest_perfgate.results.terminal import progress_line, terminal_table
 from pytest_perfgate.target.container import ContainerService, start_container
@@ -44,7 +43,7 @@ def run_cli(args: argparse.Namespace) -> int:
             start = start_container if thresholds.service.container else start_service
             service = target = start(thresholds, settings, cwd)
         health_check(target, thresholds.service.ready_path)
-        gate = _gate(thresholds, settings, target, cwd)
+        gate = make_gate(thresholds, settings, lambda: target, cwd=cwd)
         results = [_run_one(gate, name, target) for name in names]
     except (GateError, ServiceError) as exc:
         print(f"perfgate: error: {exc}", file=sys.stderr)
@@ -55,15 +54,6 @@ def run_cli(args: argparse.Namespace) -> int:
     for line in terminal_table(results):
         print(line)
     return 0 if all(r.verdict.passed for r in results) else 1
-
-
-def _gate(thresholds: Thresholds, settings: Settings, target: Target, cwd: Path) -> Gate:
-    """The gate the plugin would use: an A/B one (``--against``, ``compare_to:``) with the
-    baseline beside the target, else the absolute one."""
-    source = ab_source(thresholds, settings)
-    if source is not None:
-        return DuetGate(thresholds, settings, lambda: target, source=source, cwd=cwd)
-    return Gate(thresholds, settings, lambda: target, cwd=cwd)
 
 
 def _run_one(gate: Gate, name: str, target: Target) -> ScenarioResult:

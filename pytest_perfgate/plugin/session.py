@@ -167,19 +167,11 @@ class PerfgateSession:
             raise
 
     def gate(self) -> Gate:
-        from pytest_perfgate.duet_gate import DuetGate, ab_source  # lazy, as in ``target``
-        from pytest_perfgate.gate import Gate
+        from pytest_perfgate.duet_gate import make_gate  # lazy, as in ``target``
 
-        source = ab_source(self.require_thresholds(), self.settings)
-        if source is not None:  # an A/B run: the baseline beside the service (core.duet)
-            return DuetGate(
-                self.require_thresholds(), self.settings, self.target, source=source,
-                driver=self.driver, probe=self.probe, sampler=self.sampler,
-                cwd=self.config.rootpath,
-            )  # fmt: skip
-        return Gate(
-            self.require_thresholds(), self.settings, self.target,
-            driver=self.driver, probe=self.probe, sampler=self.sampler, cwd=self.config.rootpath,
+        return make_gate(
+            self.require_thresholds(), self.settings, self.target, driver=self.driver,
+            probe=self.probe, sampler=self.sampler, cwd=self.config.rootpath,
         )  # fmt: skip
 
     def run(self, name: str, *, budget: Budget | None = None, **overrides: Any) -> ScenarioResult:
