@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/duet_quality.py [--quick] [--runs 200] [--seconds 40]
         [--allowance 0.05] [--slower 1.10] [--noise shared,order,imbalance,stalls]
-        [--spend equal,half,final]
+        [--spend equal,half,final] [--keys p95] [--pairing paired,pooled]
 
 Simulated A/B runs judged by ``core.duet``'s real functions (``paired_blocks``,
 ``judge_pair``, ``PairStopRule`` at the plan's looks, as ``duet_gate`` does: 1 s blocks
@@ -23,8 +23,12 @@ Prints, per noise: the false-FAIL rate of A/A runs and the detection (FAIL) rate
 ``--slower`` candidate, for each way of spending the error over the looks (``--spend``):
 ``equal`` (``alpha / K`` at each of ``K`` looks), ``half`` (half at the last look, the
 rest shared by the others) and ``final`` (``duet.FINAL_SHARE``, four fifths at the last
-look: the gate), on the same simulated runs. Pure CPU, about 0.2 s a run: run it with
-``nice``.
+look: the gate), on the same simulated runs; and for each way of judging the median
+(``--pairing``, with ``--keys p50`` or ``p50,p95``): ``paired`` (the gate: the median of
+the pairs' log ratios, the samples carrying their pair as the Locust child's do) and
+``pooled`` (the same samples without their pairs: the ratio of the sides' medians).
+A run's outcome is the gate's over all ``--keys``: FAIL when one fails. Pure CPU,
+about 0.2 s a run: run it with ``nice``.
 """
 
 from __future__ import annotations
@@ -76,7 +80,7 @@ def _stalled(stalls: list[tuple[float, float]], t: float) -> float:
 
 def simulate(
     seed: int, *, seconds: float, slower: float = 1.0, order: float = 1.1,
-    imbalance: float = 0.0, tau: float = 5.0, stalls: float = 0.0,
+    imbalance: float = 0.0, tau: float = 5.0, stalls: float = 0.0, pairs: bool = True,
 ) -> list[Sample]:  # fmt: skip
     """One A/B run's samples (both sides); the candidate ``slower`` times the baseline."""
     rng = random.Random(seed)
@@ -87,6 +91,7 @@ def simulate(
     out: list[Sample] = []
     t = 0.0
     while t < seconds:
+        pair = len(out) // 2 + 1 if pairs else 0
         hog = hog_on <= t < hog_off
         t += rng.expovariate(35.0 if hog else 60.0)
         shared = 8.0 * (2.5 if hog else 1.0) * rng.lognormvariate(0.0, 0.25)
@@ -103,19 +108,28 @@ def simulate(
             if side == 0:
                 ms *= slower
             name = NAME if side == 0 else duet.baseline_name(NAME)
-            out.append(Sample(t + 0.001 * side, name, ms, True, 200))
+            out.append(Sample(t + 0.001 * side, name, ms, True, 200, pair=pair))
     out.sort(key=lambda s: s.t)
     return out
 
 
-def plan_for(seconds: float, allowance: float, level: float = 0.95) -> duet.PairPlan:
+def plan_for(
+    seconds: float, allowance: float, keys: tuple[str, ...] = ("p95",), level: float = 0.95
+) -> duet.PairPlan:
     """The plan ``duet_gate.DuetGate.plan`` makes for a duet of ``seconds`` (early stop on)."""
     block_s = duet.block_length(seconds - WARMUP_S, "duet", 0.0)
     origin = duet.plan_origin(WARMUP_S, block_s)
     looks = duet.look_times(origin + MIN_DURATION_S, seconds)
-    allowances = {TOTAL: ({"p95_regression": allowance}, "block")}
-    return duet.PairPlan("sim", "duet", block_s, origin, looks, bonferroni(level, 1),
+    allowances = {TOTAL: ({f"{k}_regression": allowance for k in keys}, "block")}
+    return duet.PairPlan("sim", "duet", block_s, origin, looks, bonferroni(level, len(keys)),
                          allowances, "simulated")  # fmt: skip
+
+
+def _outcome(judged: duet.Judged) -> Outcome:
+    outcomes = {c.outcome for c in judged.checks}
+    if Outcome.FAIL in outcomes:
+        return Outcome.FAIL
+    return Outcome.PASS if outcomes == {Outcome.PASS} else Outcome.INCONCLUSIVE
 
 
 def verdict(plan: duet.PairPlan, samples: list[Sample]) -> Outcome:
@@ -124,8 +138,8 @@ def verdict(plan: duet.PairPlan, samples: list[Sample]) -> Outcome:
     for look in plan.looks[:-1]:
         upto = [s for s in samples if s.t < look]
         if rule(upto, look + 1e-6) is not None:
-            return duet.judge_pair(plan, upto, look).checks[0].outcome
-    return duet.judge_pair(plan, samples, plan.looks[-1]).checks[0].outcome
+            return _outcome(duet.judge_pair(plan, upto, look))
+    return _outcome(duet.judge_pair(plan, samples, plan.looks[-1]))
 
 
 NOISES = {
@@ -141,19 +155,20 @@ SPENDS = {"equal": None, "half": 0.5, "final": duet.FINAL_SHARE}
 
 
 def rates(
-    noise: str, runs: int, seconds: float, allowance: float, slower: float, spend: str
-) -> str:
-    plan = plan_for(seconds, allowance)
+    noise: str, runs: int, seconds: float, allowance: float, slower: float, spend: str,
+    keys: tuple[str, ...] = ("p95",), pairing: str = "paired",
+) -> str:  # fmt: skip
+    plan = plan_for(seconds, allowance, keys)
     share = SPENDS[spend]
     duet.FINAL_SHARE = 1.0 / len(plan.looks) if share is None else share
-    kw = NOISES[noise]
+    kw = {**NOISES[noise], "pairs": pairing == "paired"}
     aa: Counter[str] = Counter()
     ab: Counter[str] = Counter()
     for seed in range(runs):
         aa[verdict(plan, simulate(seed, seconds=seconds, **kw)).value] += 1
         ab[verdict(plan, simulate(10**6 + seed, seconds=seconds, slower=slower, **kw)).value] += 1
     return (
-        f"{noise:<10} {spend:<10} "
+        f"{noise:<10} {spend:<6} {pairing:<7} "
         f"A/A false FAIL {aa['FAIL']}/{runs} ({100 * aa['FAIL'] / runs:.1f} %), "
         f"PASS {aa['PASS']}; x{slower:g} detected {ab['FAIL']}/{runs} "
         f"({100 * ab['FAIL'] / runs:.0f} %), PASS {ab['PASS']}"
@@ -169,15 +184,20 @@ def main() -> None:
     parser.add_argument("--slower", type=float, default=1.10, help="the B of A/B (1.10)")
     parser.add_argument("--noise", default=",".join(NOISES), help="which noises")
     parser.add_argument("--spend", default=",".join(SPENDS), help="error spending over looks")
+    parser.add_argument("--keys", default="p95", help="regression keys (p95; p50,p95)")
+    parser.add_argument("--pairing", default="paired,pooled", help="how the median is judged")
     args = parser.parse_args()
+    keys = tuple(args.keys.split(","))
     runs = 40 if args.quick else args.runs
     began = time.monotonic()
     print(f"duet quality: {runs} simulated runs a noise and case, {args.seconds:g} s, "
-          f"p95_regression {100 * args.allowance:g} %")  # fmt: skip
+          f"{', '.join(k + '_regression' for k in keys)} {100 * args.allowance:g} %")  # fmt: skip
     for noise in args.noise.split(","):
         for spend in args.spend.split(","):
-            line = rates(noise, runs, args.seconds, args.allowance, args.slower, spend)
-            print("  " + line, flush=True)
+            for pairing in args.pairing.split(","):
+                line = rates(noise, runs, args.seconds, args.allowance, args.slower, spend,
+                             keys, pairing)  # fmt: skip
+                print("  " + line, flush=True)
     print(f"done in {time.monotonic() - began:.0f} s")
 
 

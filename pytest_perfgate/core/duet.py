@@ -168,6 +168,9 @@ class Block:
     index: int  # blocks of ``block_s`` from the measured window's start
     candidate: Half
     baseline: Half
+    #: log(candidate / baseline) of each duet pair whose candidate request started in this
+    #: block, both requests answered without failure; sorted
+    ratios: tuple[float, ...] = ()
 
 
 def block_length(measured_s: float, mode: str, round_s: float) -> float:
@@ -197,11 +200,28 @@ def paired_blocks(
             index = math.floor((s.t - origin_s) / block_s)
             if 0 <= index < count and (endpoint == TOTAL or s.name == endpoint):
                 groups.setdefault(index, ([], []))[side].append(s)
+    ratios = _pair_ratios(groups.values(), origin_s, block_s)
     return tuple(
-        Block(i, _half(cand), _half(base))
+        Block(i, _half(cand), _half(base), tuple(sorted(ratios.get(i, ()))))
         for i, (cand, base) in sorted(groups.items())
         if cand and base
     )
+
+
+def _pair_ratios(
+    groups: Iterable[tuple[list[Sample], list[Sample]]], origin_s: float, block_s: float
+) -> dict[int, list[float]]:
+    """Each block's log ratios of the duet pairs whose two requests are both in the
+    window and answered, under the block of the candidate's request."""
+    base_ms = {s.pair: s.ms for _, base in groups for s in base if s.pair and s.ok}
+    out: dict[int, list[float]] = {}
+    for cand, _ in groups:
+        for s in cand:
+            twin = base_ms.get(s.pair) if s.pair and s.ok else None
+            if twin is not None:
+                index = math.floor((s.t - origin_s) / block_s)
+                out.setdefault(index, []).append(_log_ratio(s.ms, twin))
+    return out
 
 
 # --- the statistics of a pair ----------------------------------------------------------
@@ -213,23 +233,27 @@ class _Pooled:
     baseline: list[float]
     n: tuple[int, int]  # candidate, baseline
     failures: tuple[int, int]
+    ratios: list[float]  # sorted log ratios of the duet pairs
 
 
 def _pool(blocks: Sequence[Block], picks: Iterable[int]) -> _Pooled:
     cand: list[float] = []
     base: list[float] = []
+    ratios: list[float] = []
     n = [0, 0]
     failures = [0, 0]
     for i in picks:
         b = blocks[i]
         cand.extend(b.candidate.ms)
         base.extend(b.baseline.ms)
+        ratios.extend(b.ratios)
         n[0], n[1] = n[0] + b.candidate.n, n[1] + b.baseline.n
         failures[0] += b.candidate.failures
         failures[1] += b.baseline.failures
     cand.sort()
     base.sort()
-    return _Pooled(cand, base, (n[0], n[1]), (failures[0], failures[1]))
+    ratios.sort()
+    return _Pooled(cand, base, (n[0], n[1]), (failures[0], failures[1]), ratios)
 
 
 #: a statistic of a pair: (estimate on its scale, baseline figure, candidate figure)
@@ -248,6 +272,11 @@ def _quantile_stat(q: float) -> _Stat:
     return stat
 
 
+def _paired_median_stat(p: _Pooled) -> tuple[float, float, float]:
+    """The median of the pairs' log ratios; the figures shown are the sides' medians."""
+    return percentile(p.ratios, 0.5), percentile(p.baseline, 0.5), percentile(p.candidate, 0.5)
+
+
 def _mean_stat(p: _Pooled) -> tuple[float, float, float]:
     new, base = math.fsum(p.candidate) / len(p.candidate), math.fsum(p.baseline) / len(p.baseline)
     return _log_ratio(new, base), base, new
@@ -262,14 +291,26 @@ def _count_stat(p: _Pooled) -> tuple[float, float, float]:
     return _log_ratio(p.n[0], p.n[1]), float(p.n[1]), float(p.n[0])
 
 
-def _stat_of(allowed: Regression) -> _Stat:
+def _stat_of(allowed: Regression, paired: bool = False) -> _Stat:
     if allowed.change == "points":
         return _error_stat
     if allowed.change == "drop":
         return _count_stat
+    if paired and _pairs_judge(allowed):
+        return _paired_median_stat
     if allowed.metric.judge == "quantile" and allowed.metric.q is not None:
         return _quantile_stat(allowed.metric.q)
     return _mean_stat
+
+
+def _pairs_judge(allowed: Regression) -> bool:
+    """Whether a duet judges ``allowed`` on its pairs: the median's change only (a
+    percentile of the ratios is not the change of that percentile)."""
+    return (
+        allowed.change == "growth"
+        and allowed.metric.judge == "quantile"
+        and (allowed.metric.q == 0.5)
+    )
 
 
 def _as_change(allowed: Regression, theta: float) -> float:
@@ -301,6 +342,7 @@ class PairChange:
     floor: float | None  # the noise floor: the interval's half-width as a change
     blocks: int
     reason: str = ""  # why it could not be judged
+    pairs: int = 0  # judged on this many duet pairs' ratios; 0: on the pooled sides
 
     def __repr__(self) -> str:
         return f"PairChange({self.key!r}, {self.endpoint!r}, {self.observed!r}, ci={self.ci!r})"
@@ -330,7 +372,9 @@ def pair_changes(
     allowed = [regression(k) for k in keys]
     whole = _pool(blocks, range(len(blocks)))
     reasons = [_unjudgeable(a, blocks, mode, whole) for a in allowed]
-    live = [(a, _stat_of(a)) for a, r in zip(allowed, reasons, strict=True) if not r]
+    # a duet whose requests carry their pairs: the median is judged on the pairs
+    paired = mode == "duet" and len(whole.ratios) >= 2 * MIN_TAIL
+    live = [(a, _stat_of(a, paired)) for a, r in zip(allowed, reasons, strict=True) if not r]
     draws: dict[str, list[float]] = {a.key: [] for a, _ in live}
     rng = random.Random(seed)
     m = len(blocks)
@@ -349,9 +393,11 @@ def pair_changes(
             out.append(PairChange(a.key, endpoint, None, None, None, None, whole.n[1],
                                   whole.n[0], None, m, reason))  # fmt: skip
             continue
-        df = max(MIN_DF, _units(a, blocks, whole, run) - 1)
+        on_pairs = paired and _pairs_judge(a)
+        df = max(MIN_DF, _units(a, blocks, whole, run, on_pairs) - 1)
         z = t_quantile(1.0 - (1.0 - level) / 2.0, df)
-        out.append(_change(a, _stat_of(a)(whole), draws[a.key], z, whole, endpoint, m))
+        change = _change(a, _stat_of(a, paired)(whole), draws[a.key], z, whole, endpoint, m)
+        out.append(dataclasses.replace(change, pairs=len(whole.ratios)) if on_pairs else change)
     return tuple(out)
 
 
@@ -372,12 +418,16 @@ def _moving_picks(rng: random.Random, m: int, run: int) -> list[int]:
     return picks[:m]
 
 
-def _units(allowed: Regression, blocks: Sequence[Block], whole: _Pooled, run: int) -> int:
+def _units(
+    allowed: Regression, blocks: Sequence[Block], whole: _Pooled, run: int, paired: bool = False
+) -> int:
     """The independent units that carry a statistic, ``run`` consecutive blocks a unit:
-    all of them for a mean or a rate; for a percentile, the units holding either side's
-    requests above it (a P95 pooled over a run where a hog was busy for a few seconds is
-    decided by those few seconds)."""
-    if allowed.change != "growth" or allowed.metric.judge != "quantile" or not allowed.metric.q:
+    all of them for a mean, a rate or the pairs' median; for a pooled percentile, the
+    units holding either side's requests above it (a P95 pooled over a run where a hog
+    was busy for a few seconds is decided by those few seconds)."""
+    if paired or allowed.change != "growth" or allowed.metric.judge != "quantile":
+        return len(blocks) // run
+    if not allowed.metric.q:
         return len(blocks) // run
     q = allowed.metric.q
     top_c, top_b = percentile(whole.candidate, q), percentile(whole.baseline, q)

@@ -158,6 +158,7 @@ class Sample:
     status: int = 0  # HTTP status; 0: no response (connection error, timeout); NOT_SENT: -1
     error: str = ""  # error text for failures ("" for successes)
     stream: Stream | None = None  # a streamed response's tokens; None for a plain one
+    pair: int = 0  # an A/B duet's pair: both sides' requests of one task share it; 0: none
 
 
 def series_values(s: Sample, series: Series) -> tuple[float, ...]:

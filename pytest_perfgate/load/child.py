@@ -55,6 +55,7 @@ monkey.patch_all()  # what `import locust` does anyway; explicit, and first
 import contextlib
 import copy
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -126,6 +127,8 @@ LATE_FLOOR_S = 0.010
 WORKER_QUIT_GRACE_S = 10.0
 #: the key of a streamed response's ``StreamRow`` in the request event's ``context``
 STREAM_CONTEXT = "perfgate_stream"
+#: the key of an A/B duet request's pair (``core.stats.Sample.pair``) in the ``context``
+PAIR_CONTEXT = "perfgate_pair"
 
 
 # --- output ----------------------------------------------------------------------------
@@ -189,8 +192,9 @@ class Collector:
         key = f"{request_type} {name}"  # "POST /predict mlp": method + Locust's row name
         ok = exception is None
         stream: StreamRow | None = (context or {}).get(STREAM_CONTEXT)
+        pair = int((context or {}).get(PAIR_CONTEXT, 0))
         t = started - self.load_start
-        self._rows.append(encode_row(t, key, ms, ok, status, error, stream))
+        self._rows.append(encode_row(t, key, ms, ok, status, error, stream, pair))
 
     def on_user_error(self, user_instance: Any, exception: BaseException, **_: Any) -> None:
         # a task that raised made no request event: record it as a failure so it is counted
@@ -433,24 +437,24 @@ def _make_task(task: TaskSpec) -> Callable[..., None]:
     factory = _import_factory(factory_spec) if factory_spec else None
     static_body = task.get("json")
 
-    def run(user: Any, due: Due | None = None) -> None:
+    def run(user: Any, due: Due | None = None, pair: int = 0) -> None:
+        context = _pair_context(pair)
         try:
             body = factory() if factory is not None else static_body
         except Exception as exc:
             # a broken payload factory is a failed request of this endpoint, not a crash
-            user.environment.events.request.fire(
-                request_type=method, name=stat_name, response_time=_since_due_ms(due),
-                response_length=0, response=None, exception=exc, context={},
-                start_time=None if due is None else due[1],
-            )  # fmt: skip
+            _fire_failed(user, method, stat_name, due, exc, context)
             return
         if due is None:
-            user.client.request(method, path, name=stat_name, json=body, headers=headers)
+            user.client.request(
+                method, path, name=stat_name, json=body, headers=headers, context=context
+            )
             return
         waited_ms = _since_due_ms(due)
         with user.client.request(
-            method, path, name=stat_name, json=body, headers=headers, catch_response=True
-        ) as response:
+            method, path, name=stat_name, json=body, headers=headers, catch_response=True,
+            context=context,
+        ) as response:  # fmt: skip
             response.request_meta["response_time"] += waited_ms
             response.request_meta["start_time"] = due[1]
 
@@ -470,6 +474,16 @@ TWIN_CLOCK = [time.time()]
 WORKER_INDEX = [0]
 
 
+def _pair_context(pair: int) -> dict[str, Any]:
+    """A request's Locust ``context``: its duet pair, which ``Channel`` puts in its row."""
+    return {PAIR_CONTEXT: pair} if pair else {}
+
+
+#: the duet pairs this process sent; a pair's id is ``WORKER_INDEX * PAIR_SPAN + count``
+PAIRS = itertools.count(1)
+PAIR_SPAN = 1 << 40
+
+
 def _baseline_first(seed: int, pair: int) -> bool:
     """Whether the baseline goes first in pair ``pair`` of an A/B run: a fair coin."""
     return random.Random(seed * 1_000_003 + pair).random() < 0.5
@@ -480,7 +494,8 @@ def _twin_task(spec: ChildSpec, task: TaskSpec) -> Callable[..., None]:
 
     The baseline's copy sends the same request to the baseline's absolute URL (Locust's
     client takes one) under the name ``core.duet.baseline_name`` gives. Duet: both
-    requests back to back in random order; interleaved: the side of the current round
+    requests back to back in random order, their samples carrying one pair id (so the
+    judge can compare each request with its twin); interleaved: the side of the current round
     (rounds of ``round_s`` from the load's start, each pair in random order).
     """
     own = _make_task(task)
@@ -492,9 +507,10 @@ def _twin_task(spec: ChildSpec, task: TaskSpec) -> Callable[..., None]:
     seed, round_s = int(twin["seed"]), float(twin["round_s"])
 
     def duet(user: Any, due: Due | None = None) -> None:
+        pair = WORKER_INDEX[0] * PAIR_SPAN + next(PAIRS)
         first, second = (other, own) if random.random() < 0.5 else (own, other)
-        first(user, due)
-        second(user, None)
+        first(user, due, pair)
+        second(user, None, pair)
 
     def interleaved(user: Any, due: Due | None = None) -> None:
         index = int(max(0.0, time.time() - TWIN_CLOCK[0]) / round_s)
@@ -527,16 +543,17 @@ def _make_stream_task(task: TaskSpec) -> Callable[..., None]:
     body_of = _stream_body(task)
     tokens_field = task.get("tokens_field")
 
-    def run(user: Any, due: Due | None = None) -> None:
+    def run(user: Any, due: Due | None = None, pair: int = 0) -> None:
         start = due[0] if due is not None else time.perf_counter()
+        context = _pair_context(pair)
         try:
             body = body_of()
         except Exception as exc:  # a broken payload factory is a failed request
-            _fire_failed(user, method, stat_name, due, exc)
+            _fire_failed(user, method, stat_name, due, exc, context)
             return
         with user.client.request(
             method, path, name=stat_name, json=body, headers=headers,
-            stream=streamed, catch_response=True,
+            stream=streamed, catch_response=True, context=context,
         ) as response:  # fmt: skip
             tally = StreamTally(kind, start, tokens_field)
             row = _read_stream(response, tally) if streamed else None
@@ -572,10 +589,12 @@ def _stream_body(task: TaskSpec) -> Callable[[], Any]:
     return lambda: static
 
 
-def _fire_failed(user: Any, method: str, name: str, due: Due | None, exc: Exception) -> None:
+def _fire_failed(
+    user: Any, method: str, name: str, due: Due | None, exc: Exception, context: dict[str, Any]
+) -> None:
     user.environment.events.request.fire(
         request_type=method, name=name, response_time=_since_due_ms(due),
-        response_length=0, response=None, exception=exc, context={},
+        response_length=0, response=None, exception=exc, context=context,
         start_time=None if due is None else due[1],
     )  # fmt: skip
 

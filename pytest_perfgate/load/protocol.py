@@ -156,10 +156,11 @@ def parse_stop(line: str) -> str | None:
 # --- one request on the wire -------------------------------------------------------------
 
 #: the fields of a Row, which are ``core.stats.Sample``'s in its order
-ROW_FIELDS = ("t", "name", "ms", "ok", "status", "error", "stream")
+ROW_FIELDS = ("t", "name", "ms", "ok", "status", "error", "stream", "pair")
 
 #: [t, name, ms, ok, status, error] and, for a streamed response, a 7th item: the
-#: ``StreamRow`` of ``core.stats.Stream``. JSON has no tuples.
+#: ``StreamRow`` of ``core.stats.Stream``; for a request of an A/B duet's pair, an 8th:
+#: the pair (the 7th then null for a plain response). JSON has no tuples.
 Row = list[Any]
 
 
@@ -177,12 +178,14 @@ class StreamRow(TypedDict):
 
 def encode_row(
     t: float, name: str, ms: float, ok: bool, status: int, error: str,
-    stream: StreamRow | None = None,
+    stream: StreamRow | None = None, pair: int = 0,
 ) -> Row:  # fmt: skip
     """One request as the child sends it; ``t`` in seconds since the load started."""
     row: Row = [t, name, ms, ok, status, error]
-    if stream is not None:
+    if stream is not None or pair:
         row.append(stream)
+    if pair:
+        row.append(pair)
     return row
 
 
@@ -203,7 +206,8 @@ def decode_row(row: Sequence[Any]) -> Sample:
     """A received row as a Sample, each field checked for its type."""
     t, name, ms, ok, status, error = row[:6]
     stream = _decode_stream(row[6]) if len(row) > 6 and row[6] is not None else None
-    return Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error), stream)
+    pair = int(row[7]) if len(row) > 7 else 0
+    return Sample(float(t), str(name), float(ms), bool(ok), int(status), str(error), stream, pair)
 
 
 # --- the child's messages: one JSON object a line on its stdout ---------------------------

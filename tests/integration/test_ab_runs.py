@@ -91,6 +91,7 @@ def test_a_candidate_half_again_as_slow_as_its_baseline_command_fails_on_the_pai
         "*Total p50 +* vs baseline*beyond the allowed +10 %*",
         "*A/B against command*duet*",
         "*candidate*", "*baseline*",
+        "*p50 of pairs *",
         "*noise floor: *p95 +-*",
     ])  # fmt: skip
     assert left == []
@@ -98,6 +99,11 @@ def test_a_candidate_half_again_as_slow_as_its_baseline_command_fails_on_the_pai
     assert isinstance(ab, dict)
     p50 = next(c for c in ab["changes"] if c["key"] == "p50_regression")
     assert 0.3 < p50["ci"][0] < p50["change"] < p50["ci"][1] < 0.8  # truly +50 % (30 vs 20 ms)
+    # the median is judged on the duet's pairs: each request of the window with its twin
+    # (a pair whose twin fell outside the measured window is left out)
+    assert 0.9 * p50["candidate_requests"] <= p50["pairs"] <= p50["candidate_requests"]
+    p95 = next(c for c in ab["changes"] if c["key"] == "p95_regression")
+    assert p95["pairs"] is None  # a tail is judged on the pooled sides
 
 
 def test_an_a_a_pair_of_running_services_is_clean_and_prints_its_noise_floor(
