@@ -18,7 +18,13 @@ if typing.TYPE_CHECKING:
     from pytest_perfgate.core.model import Budget, Scenario
     from pytest_perfgate.core.stats import EndpointStats, RunStats, Sample
     from pytest_perfgate.core.verdict import Check, Outcome, Verdict
-    from pytest_perfgate.errors import BudgetExceeded, ConfigError, PerfgateError, ScenarioFailed
+    from pytest_perfgate.errors import (
+        BudgetExceeded,
+        ConfigError,
+        MachineBusy,
+        PerfgateError,
+        ScenarioFailed,
+    )
 
 __all__ = [
     "Budget",
@@ -26,6 +32,7 @@ __all__ = [
     "Check",
     "ConfigError",
     "EndpointStats",
+    "MachineBusy",
     "Outcome",
     "PerfgateError",
     "RunStats",
@@ -43,6 +50,7 @@ _SOURCES = {
     "Check": "pytest_perfgate.core.verdict",
     "ConfigError": "pytest_perfgate.errors",
     "EndpointStats": "pytest_perfgate.core.stats",
+    "MachineBusy": "pytest_perfgate.errors",
     "Outcome": "pytest_perfgate.core.verdict",
     "PerfgateError": "pytest_perfgate.errors",
     "RunStats": "pytest_perfgate.core.stats",

@@ -10,14 +10,17 @@
      ├── SampleError (ValueError)        a response time that is NaN, infinite or negative
      ├── StreamError                     (in the child) a streamed response cut or malformed
      ├── CliError                        a ``perfgate`` command-line mistake
-     └── BudgetExceeded (AssertionError) a verdict fails a test
-          ├── ScenarioFailed              a load scenario's verdict
-          └── BenchmarkBudgetExceeded     a ``perf_budget`` on a pytest-benchmark test
+     ├── BudgetExceeded (AssertionError) a verdict fails a test
+     │    ├── ScenarioFailed              a load scenario's verdict
+     │    └── BenchmarkBudgetExceeded     a ``perf_budget`` on a pytest-benchmark test
+     └── MachineBusy (AssertionError)    a verdict the machine's noise explains (INVALID)
 
 Pure: imports nothing of the package at run time, so every layer (the child process
 included) can raise these. The pytest surface turns ``ConfigError`` into
 ``pytest.UsageError``; the CLI prints any ``PerfgateError`` as one line and exits 2;
-``BudgetExceeded`` is what ``--perfgate-breach-exit-code`` counts as a breach.
+``BudgetExceeded`` is what ``--perfgate-breach-exit-code`` counts as a breach; a
+``MachineBusy`` fails its test too, but blames the machine, not the service, so it is no
+breach.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "FatalError",
     "GateError",
     "LoadRunError",
+    "MachineBusy",
     "PerfgateError",
     "SampleError",
     "ScenarioFailed",
@@ -123,6 +127,15 @@ class ScenarioFailed(BudgetExceeded):
     def __init__(self, result: ScenarioResult) -> None:
         self.result = result
         super().__init__(result.verdict.failure_text())
+
+
+class MachineBusy(PerfgateError, AssertionError):
+    """A verdict INVALID because the machine's noise explains a breach: the test fails,
+    but the service is not blamed (``--perfgate-breach-exit-code`` does not count it)."""
+
+    def __init__(self, text: str, result: ScenarioResult | None = None) -> None:
+        self.result = result
+        super().__init__(text)
 
 
 class BenchmarkBudgetExceeded(BudgetExceeded):

@@ -32,6 +32,7 @@ __all__ = [
     "NoiseLimits",
     "assess",
     "blame_noise",
+    "blamed_noise",
     "quiet_breaches",
     "quiet_requests",
 ]
@@ -263,6 +264,16 @@ def blame_noise(
         outcome=Outcome.INVALID,
         checks=tuple(_noisy_check(c) for c in judged.checks),
         reasons=(f"{noise.sentence()}: {NOISE_VERDICT}",),
+    )
+
+
+def blamed_noise(judged: Verdict, noise: NoiseFinding | None) -> bool:
+    """Whether ``judged`` is INVALID because ``blame_noise`` found the machine busy."""
+    return (
+        noise is not None
+        and noise.noisy
+        and judged.outcome is Outcome.INVALID
+        and any(r.startswith(noise.sentence()) for r in judged.reasons)
     )
 
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_perfgate.core.parsing import parse_duration
-from pytest_perfgate.errors import BudgetExceeded, ScenarioFailed, ServiceError
+from pytest_perfgate.errors import BudgetExceeded, MachineBusy, ServiceError
 from pytest_perfgate.options import Settings
-from pytest_perfgate.plugin.items import marker_budget, record
+from pytest_perfgate.plugin.items import fail_unless_passed, marker_budget, record
 from pytest_perfgate.plugin.session import SESSION_KEY, PerfgateSession, usage_errors
 
 if TYPE_CHECKING:
@@ -52,8 +52,8 @@ class PerfgateRunner:
             duration_s=seconds, processes=processes,
         )  # fmt: skip
         record(self._item, result)
-        if check and not result.verdict.passed:
-            raise ScenarioFailed(result)
+        if check:
+            fail_unless_passed(result)
         return RunResult(result, self._session.settings)
 
 
@@ -70,10 +70,11 @@ class RunResult:
 
     def check(self, **budget: Any) -> Verdict:
         """Judge this run against ``budget`` (the keys of thresholds.yaml); a breach raises
-        ``BudgetExceeded`` with the breach lines."""
+        ``BudgetExceeded`` with the breach lines, one the machine's noise explains
+        ``MachineBusy``."""
         # lazy: the budget schema and the statistics stay off pytest's start-up path
         from pytest_perfgate.core.model import budget_from_mapping
-        from pytest_perfgate.core.noise import blame_noise
+        from pytest_perfgate.core.noise import blame_noise, blamed_noise
         from pytest_perfgate.core.verdict import evaluate
 
         with usage_errors():
@@ -93,6 +94,8 @@ class RunResult:
         )
         if self._settings.noise_check:  # a noisy machine is blamed, not the service
             judged = blame_noise(judged, self.result.noise)
+        if blamed_noise(judged, self.result.noise):
+            raise MachineBusy(judged.failure_text(), self.result)
         if not judged.passed:
             raise BudgetExceeded(judged.failure_text())
         return judged

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_perfgate.core.metrics import BUDGET_HELP
-from pytest_perfgate.errors import GateError, ScenarioFailed, ServiceError
+from pytest_perfgate.errors import GateError, MachineBusy, ScenarioFailed, ServiceError
 from pytest_perfgate.plugin.session import SESSION_KEY, usage_errors
 
 if TYPE_CHECKING:
@@ -119,11 +119,10 @@ class ScenarioItem(pytest.Item):
         session = self.config.stash[SESSION_KEY]
         result = session.run(self.name)
         record(self, result)
-        if not result.verdict.passed:
-            raise ScenarioFailed(result)
+        fail_unless_passed(result)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
-        if isinstance(excinfo.value, ScenarioFailed | GateError | ServiceError):
+        if isinstance(excinfo.value, ScenarioFailed | MachineBusy | GateError | ServiceError):
             return str(excinfo.value)  # the breach lines, or what went wrong: the whole story
         return str(super().repr_failure(excinfo))
 
@@ -131,6 +130,16 @@ class ScenarioItem(pytest.Item):
         thresholds = self.config.stash[SESSION_KEY].require_thresholds()
         line = thresholds.scenario(self.name).source_lines.get("", 1)
         return self.path, max(line - 1, 0), f"load scenario {self.name}"
+
+
+def fail_unless_passed(result: ScenarioResult) -> None:
+    """Fail the test on a verdict that did not pass: ``ScenarioFailed`` (a breach), or
+    ``MachineBusy`` when the machine's noise explains it (no breach: the service is not
+    blamed, and ``--perfgate-breach-exit-code`` does not count it)."""
+    if result.called_noisy:
+        raise MachineBusy(result.verdict.failure_text(), result)
+    if not result.verdict.passed:
+        raise ScenarioFailed(result)
 
 
 def record(item: pytest.Item, result: ScenarioResult) -> None:

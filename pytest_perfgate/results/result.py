@@ -21,10 +21,10 @@ from typing import Any, Protocol
 from pytest_perfgate.core.duet import Comparison
 from pytest_perfgate.core.findings import Analysis
 from pytest_perfgate.core.model import Scenario, scenario_settings
-from pytest_perfgate.core.noise import NoiseFinding
+from pytest_perfgate.core.noise import NoiseFinding, blamed_noise
 from pytest_perfgate.core.regression import Baseline
 from pytest_perfgate.core.stats import TOTAL, EndpointStats, RunStats, StreamStats
-from pytest_perfgate.core.verdict import Check, Outcome, Verdict
+from pytest_perfgate.core.verdict import Check, Verdict
 from pytest_perfgate.load.driver import RawRun
 from pytest_perfgate.results.duet import comparison_to_dict
 from pytest_perfgate.results.jsonsafe import json_safe
@@ -73,12 +73,7 @@ class ScenarioResult:
     @property
     def called_noisy(self) -> bool:
         """Whether the verdict is INVALID because the machine's noise can explain a breach."""
-        return (
-            self.noise is not None
-            and self.noise.noisy
-            and self.verdict.outcome is Outcome.INVALID
-            and any(r.startswith(self.noise.sentence()) for r in self.verdict.reasons)
-        )
+        return blamed_noise(self.verdict, self.noise)
 
     @property
     def level(self) -> float:

@@ -157,6 +157,21 @@ def test_a_breach_on_a_busy_machine_is_invalid_and_says_the_machine_was_busy(
     assert data["noise"]["outside_cores_busy_mean"] == pytest.approx(1.4)
 
 
+def test_a_noisy_invalid_fails_but_is_no_breach_for_the_breach_exit_code(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a required check that exits 99 on a breach must not say "breach" for a busy machine
+    noisy = run(project, monkeypatch, "1.4", "thresholds.yaml::light",
+                "--perfgate-breach-exit-code", "99")  # fmt: skip
+    noisy.assert_outcomes(failed=1)
+    assert noisy.ret == pytest.ExitCode.TESTS_FAILED
+    noisy.stdout.fnmatch_lines(["*the machine was busy*"])
+    quiet = run(project, monkeypatch, "0.05", "thresholds.yaml::light",
+                "--perfgate-breach-exit-code", "99")  # fmt: skip
+    quiet.assert_outcomes(failed=1)
+    assert quiet.ret == 99
+
+
 def test_the_same_breach_on_a_quiet_machine_fails(
     project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -257,11 +272,12 @@ def test_result_check_on_a_noisy_run_blames_the_machine(
             perfgate.run("roomy").check(p95_ms=5)
         """
     )
-    result = run(project, monkeypatch, "1.4", "test_check.py")
+    result = run(project, monkeypatch, "1.4", "test_check.py", "--perfgate-breach-exit-code", "9")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*roomy: Total p95 budget 5 ms: invalid, * ms measured on a noisy machine*"]
+        ["*MachineBusy: roomy: Total p95 budget 5 ms: invalid, * ms measured on a noisy machine*"]
     )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED  # the machine, not a breach
 
 
 class _Target:

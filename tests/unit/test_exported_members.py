@@ -37,6 +37,7 @@ def test_the_public_surface_is_pinned() -> None:
         "Check",
         "ConfigError",
         "EndpointStats",
+        "MachineBusy",
         "Outcome",
         "PerfgateError",
         "RunStats",
