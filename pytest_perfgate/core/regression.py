@@ -226,6 +226,7 @@ class RegressionCheck(Check):
     base_value: float | None = None
     new_value: float | None = None
     base_n: int = 0
+    pairs: int = 0  # an A/B duet's median: judged on this many pairs' ratios
 
     def message(self) -> str:
         return regression_message(self)
@@ -575,6 +576,8 @@ def _details(check: Check, allowed: Regression) -> str:
     if isinstance(check, RegressionCheck) and None not in (check.base_value, check.new_value):
         parts.append(allowed.format_figures(check.base_value or 0.0, check.new_value or 0.0))
         parts.append(f"n={format_count(check.base_n)} -> {format_count(check.n)}")
+        if check.pairs:
+            parts.append(f"median of {format_count(check.pairs)} pairs' ratios")
     else:
         parts.append(f"n={format_count(check.n)}")
     if check.ci is not None:

@@ -58,13 +58,6 @@ def _change_dict(c: PairChange) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _label(c: PairChange) -> str:
-    """The allowance's label; ``p50 of pairs`` when judged on the duet's pairs (the
-    median of each request's ratio to its twin), not on the two sides' medians."""
-    label = regression(c.key).label
-    return f"{label} of pairs" if c.pairs else label
-
-
 def comparison_to_dict(c: Comparison, baseline_statistics: Mapping[str, Any]) -> dict[str, Any]:
     """The ``"ab"`` section of the result JSON: the baseline, how paired, both sides, ratios.
 
@@ -117,7 +110,7 @@ def _change_row(result: ScenarioResult, c: PairChange) -> str:
     else:
         change, ci = allowed.format_change(c.observed), allowed.format_interval(*c.ci)
     return (
-        f"{_label(c):<16} {c.endpoint[:20]:<20} {_figure(c.key, c.base_value):>10} "
+        f"{c.label:<16} {c.endpoint[:20]:<20} {_figure(c.key, c.base_value):>10} "
         f"{_figure(c.key, c.new_value):>10} {change:>9} {ci:<22} {limit:>8}  {verdict}"
     )
 
@@ -149,7 +142,7 @@ def _change_cells(result: ScenarioResult, ch: PairChange) -> list[str]:
     """allowance, endpoint, baseline, candidate, change, CI (or why none), allowed, verdict"""
     allowed, check = regression(ch.key), _check_of(result, ch)
     return [
-        _label(ch), ch.endpoint, _figure(ch.key, ch.base_value), _figure(ch.key, ch.new_value),
+        ch.label, ch.endpoint, _figure(ch.key, ch.base_value), _figure(ch.key, ch.new_value),
         "-" if ch.observed is None else allowed.format_change(ch.observed),
         ch.reason if ch.ci is None else allowed.format_interval(*ch.ci),
         allowed.format_change(check.limit) if check else "-",

@@ -88,11 +88,11 @@ def test_a_candidate_half_again_as_slow_as_its_baseline_command_fails_on_the_pai
     result, left = run(pytester, monkeypatch, "-m", "load_light")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
-        "*Total p50 +* vs baseline*beyond the allowed +10 %*",
+        "*Total p50 +* vs baseline*beyond the allowed +10 %*median of * pairs' ratios*",
         "*A/B against command*duet*",
         "*candidate*", "*baseline*",
         "*p50 of pairs *",
-        "*noise floor: *p95 +-*",
+        "*noise floor: p50 of pairs +-*, p95 +-*",
     ])  # fmt: skip
     assert left == []
     ab = written(pytester)["ab"]

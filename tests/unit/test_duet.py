@@ -8,6 +8,7 @@ gate's tests replay such samples with ``load.fake.FakeDriver`` against a real
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -43,11 +44,12 @@ NAME = "GET /fast"
 
 def paired(
     seed: int, *, slower: float = 1.0, seconds: int = 60, rate: int = 20, start: float = 0.0,
-    shared_sigma: float = 0.3, own_sigma: float = 0.15, busy: float = 3.0,
+    shared_sigma: float = 0.3, own_sigma: float = 0.15, busy: float = 3.0, pairs: bool = False,
 ) -> list[Sample]:  # fmt: skip
     """``rate`` pairs a second: the candidate ``slower`` times the baseline; both sides
     share a per-request factor and, in busy spells (about a fifth of the seconds), a
-    factor ``busy``: a neighbour that slows both."""
+    factor ``busy``: a neighbour that slows both. ``pairs``: the samples carry their
+    pair, as the Locust child's do in a duet."""
     rng = random.Random(seed)
     out = []
     level = 1.0
@@ -59,8 +61,9 @@ def paired(
             shared = 20.0 * level * rng.lognormvariate(0.0, shared_sigma)
             cand = shared * slower * rng.lognormvariate(0.0, own_sigma)
             base = shared * rng.lognormvariate(0.0, own_sigma)
-            out.append(Sample(t, NAME, cand, True, 200))
-            out.append(Sample(t + 0.001, duet.baseline_name(NAME), base, True, 200))
+            pair = len(out) // 2 + 1 if pairs else 0
+            out.append(Sample(t, NAME, cand, True, 200, pair=pair))
+            out.append(Sample(t + 0.001, duet.baseline_name(NAME), base, True, 200, pair=pair))
     return out
 
 
@@ -100,13 +103,17 @@ def test_a_candidate_thirty_percent_slower_is_over_a_ten_percent_allowance() -> 
     assert "beyond the allowed +10 %" in checks[0].message()
 
 
-def test_ninety_percent_intervals_cover_the_true_ratio_in_most_simulated_pairs() -> None:
+@pytest.mark.parametrize("pairs", [False, True], ids=["pooled", "pairs"])
+def test_ninety_percent_intervals_cover_the_true_ratio_in_most_simulated_pairs(
+    pairs: bool,
+) -> None:
     # 60 runs of 60 s with a busy neighbour that comes and goes; both truths (1.0, 1.15)
     misses = 0
     runs = 60
     for seed in range(runs):
         slower = 1.0 if seed % 2 else 1.15
-        c = changes(paired(100 + seed, slower=slower, rate=10), ["p50_regression"], 0.90)
+        samples = paired(100 + seed, slower=slower, rate=10, pairs=pairs)
+        c = changes(samples, ["p50_regression"], 0.90)
         low, high = c["p50_regression"].ci or (0.0, 0.0)
         misses += not low <= slower - 1.0 <= high
     assert misses <= 12  # 6 expected; a bootstrap interval may be a little optimistic
@@ -116,6 +123,38 @@ def test_pairing_in_time_cancels_a_neighbour_both_sides_shared() -> None:
     # the shared spells triple the latency a fifth of the time; the pair's p95 stays tight
     c = changes(paired(4, busy=5.0), ["p95_regression"])["p95_regression"]
     assert c.floor is not None and c.floor < 0.10
+
+
+def test_a_duet_judges_its_median_on_its_pairs_which_cancel_what_both_sides_share() -> None:
+    # each request's ratio to its twin: the shared factor and busy spells cancel pair by
+    # pair, where the two sides' medians each carry them (their interval twice as wide)
+    floors = []
+    for seed in range(5):
+        samples = paired(seed, slower=1.1, pairs=True)
+        on_pairs = changes(samples, ["p50_regression", "p95_regression"])
+        pooled = changes(paired(seed, slower=1.1), ["p50_regression"])["p50_regression"]
+        p50 = on_pairs["p50_regression"]
+        assert p50.pairs == 1200 and pooled.pairs == 0 and on_pairs["p95_regression"].pairs == 0
+        assert p50.ci is not None and p50.ci[0] < 0.10 < p50.ci[1]
+        assert p50.floor is not None and pooled.floor is not None
+        floors.append(p50.floor / pooled.floor)
+    assert max(floors) < 0.8 and sum(floors) / len(floors) < 0.6, floors
+    (check,) = duet.pair_checks([p50], {"p50_regression": 0.05}, "light", 0.95)
+    assert check.outcome is Outcome.FAIL and "median of 1 200 pairs' ratios" in check.message()
+
+
+def test_a_pair_counts_only_when_both_requests_were_answered_and_only_in_a_duet() -> None:
+    samples = paired(8, seconds=20, pairs=True)
+    # the baseline's twin of every tenth pair failed: those pairs are left out
+    samples = [
+        dataclasses.replace(s, ok=False, status=500) if s.pair % 10 == 0 and i % 2 else s
+        for i, s in enumerate(samples)
+    ]
+    blocks = duet.paired_blocks(duet.split_sides(samples), 2.0, origin_s=0.0, end_s=20.0)
+    assert sum(len(b.ratios) for b in blocks) == 400 - 40
+    duo = duet.pair_changes(blocks, ["p50_regression"], 0.95, block_s=2.0)[0]
+    rounds = duet.pair_changes(blocks, ["p50_regression"], 0.95, mode="interleaved", block_s=2.0)
+    assert duo.pairs == 360 and rounds[0].pairs == 0
 
 
 def test_errors_are_judged_in_points_and_never_with_a_zero_width_interval() -> None:
@@ -206,7 +245,7 @@ def hogged(seed: int, *, slower: float = 1.0, seconds: float = 40.0) -> list[Sam
     (a log factor per side wandering with sd 0.06 and a correlation of 5 s), and the
     first request of each pair (random order) 15 % slower: ``duet_quality``'s
     ``imbalance`` noise, where the normal-approximation bootstrap of single blocks
-    said FAIL in 11 of 300 A/A runs (the seeds below)."""
+    said FAIL in 11 of 300 A/A runs (the seeds below). The samples carry their pairs."""
     rng = random.Random(seed)
     on = seconds * (0.25 + rng.uniform(-0.05, 0.05))
     off = on + seconds / 2
@@ -228,13 +267,13 @@ def hogged(seed: int, *, slower: float = 1.0, seconds: float = 40.0) -> list[Sam
             ms *= math.exp(walk[side][int(t * 10)]) if hog else 1.0
             ms *= (1.15 if (side == 0) == candidate_first else 1.0) * (slower if side == 0 else 1)
             name = NAME if side == 0 else duet.baseline_name(NAME)
-            out.append(Sample(t + 0.001 * side, name, ms, True, 200))
+            out.append(Sample(t + 0.001 * side, name, ms, True, 200, pair=len(out) // 2 + 1))
     return out
 
 
-def _hogged_outcome(samples: list[Sample]) -> Outcome:
+def _hogged_outcome(samples: list[Sample], key: str = "p95_regression") -> Outcome:
     """The gate's outcome of a 40 s duet (warm-up 3 s, looks from 13 s, 1 s blocks)."""
-    allowances = {"Total": ({"p95_regression": 0.05}, "block")}
+    allowances = {"Total": ({key: 0.05}, "block")}
     looks = duet.look_times(13.0, 40.0)
     plan = duet.PairPlan("cpu", "duet", 1.0, 3.0, looks, 0.95, allowances, "A", resamples=200)
     rule = duet.PairStopRule(plan)
@@ -255,6 +294,21 @@ def test_an_a_a_duet_with_a_hog_in_the_middle_almost_never_fails() -> None:
     # look it was 0, and a 10 % slower candidate was caught in 36 of 300, not 68.
     fails = [seed for seed in HOGGED_SEEDS if _hogged_outcome(hogged(seed)) is Outcome.FAIL]
     assert len(fails) <= 2, fails
+
+
+def test_a_hogged_duet_judged_on_its_pairs_catches_a_slower_b_the_medians_miss() -> None:
+    # the hog triples both sides for half the run: the sides' medians sit between the
+    # quiet and the hogged mode, where few requests fall; each pair's ratio does not care.
+    # Over seeds 0-99: A/A 0 FAIL; a 10 % slower B caught in 81 on pairs, 25 pooled.
+    seeds = range(30)
+    aa = [_hogged_outcome(hogged(s), "p50_regression") for s in seeds]
+    slow = [hogged(s, slower=1.1) for s in seeds]
+    on_pairs = [_hogged_outcome(run, "p50_regression") for run in slow]
+    pooled = [_hogged_outcome([dataclasses.replace(x, pair=0) for x in run], "p50_regression")
+              for run in slow]  # fmt: skip
+    assert aa.count(Outcome.FAIL) == 0
+    assert on_pairs.count(Outcome.FAIL) >= 18 > 12 >= pooled.count(Outcome.FAIL)
+    assert Outcome.PASS not in on_pairs + pooled
 
 
 def test_a_percentile_decided_by_a_few_hogged_blocks_counts_only_those() -> None:

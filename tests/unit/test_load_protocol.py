@@ -35,6 +35,14 @@ def test_a_row_survives_json_as_the_sample_it_was() -> None:
     sample = Sample(1.25, "POST /predict", 12.345678, False, 500, "HTTPError: 500")
     row = json.loads(json.dumps(encode_row(*dataclasses.astuple(sample))))
     assert decode_row(row) == sample
+    assert len(row) == 6  # a plain request of a run without pairs: six fields
+
+
+def test_a_duet_request_s_row_carries_its_pair_after_an_empty_stream() -> None:
+    sample = Sample(2.5, "POST /predict @baseline", 8.0, True, 200, "", None, (3 << 40) + 17)
+    row = json.loads(json.dumps(encode_row(*dataclasses.astuple(sample))))
+    assert row[6:] == [None, (3 << 40) + 17]
+    assert decode_row(row) == sample
 
 
 def test_a_stop_line_gives_back_its_reason() -> None:
