@@ -109,7 +109,7 @@ HOG = "while 1: pass"
 class Run:
     """One ``pytest`` run of the ``cpu`` scenario, as its JSON result tells it."""
 
-    outcome: str  # PASS, FAIL, INCONCLUSIVE, INVALID
+    outcome: str  # PASS, FAIL, INCONCLUSIVE, INVALID; ERROR: the run wrote no result
     noisy: bool  # INVALID because the machine was busy
     p95_ms: float
     load_s: float  # seconds of load
@@ -188,15 +188,19 @@ def run_once(folder: Path, args: argparse.Namespace, *, hog: bool, seconds: floa
     if hog:
         hogger.start()
     try:
-        subprocess.run(command, cwd=folder, capture_output=True, timeout=seconds + 180)
+        done_run = subprocess.run(
+            command, cwd=folder, capture_output=True, text=True, timeout=seconds + 180
+        )
     finally:
         done.set()
         if hog:
             hogger.join()
     wall = time.monotonic() - began
     found = sorted(results.glob("*_cpu*.json"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise SystemExit(f"no result in {results}: run `cd {folder} && {' '.join(command)}`")
+    if not found:  # counted as an ERROR, and the benchmark goes on with the next run
+        tail = (done_run.stdout + done_run.stderr).strip().splitlines()[-3:]
+        why = f"no result (exit {done_run.returncode}): {' | '.join(tail)}"[:300]
+        return Run("ERROR", False, 0.0, 0.0, wall, "no result", why)
     data: dict[str, Any] = json.loads(found[-1].read_text(encoding="utf-8"))
     return _run(data, wall)
 

@@ -299,15 +299,16 @@ def test_an_a_a_duet_with_a_hog_in_the_middle_almost_never_fails() -> None:
 def test_a_hogged_duet_judged_on_its_pairs_catches_a_slower_b_the_medians_miss() -> None:
     # the hog triples both sides for half the run: the sides' medians sit between the
     # quiet and the hogged mode, where few requests fall; each pair's ratio does not care.
-    # Over seeds 0-99: A/A 0 FAIL; a 10 % slower B caught in 81 on pairs, 25 pooled.
-    seeds = range(30)
+    # Over seeds 0-99: A/A 0 FAIL; a 10 % slower B caught in 81 on pairs, 25 pooled;
+    # over these 20: 17 and 5.
+    seeds = range(20)
     aa = [_hogged_outcome(hogged(s), "p50_regression") for s in seeds]
     slow = [hogged(s, slower=1.1) for s in seeds]
     on_pairs = [_hogged_outcome(run, "p50_regression") for run in slow]
     pooled = [_hogged_outcome([dataclasses.replace(x, pair=0) for x in run], "p50_regression")
               for run in slow]  # fmt: skip
     assert aa.count(Outcome.FAIL) == 0
-    assert on_pairs.count(Outcome.FAIL) >= 18 > 12 >= pooled.count(Outcome.FAIL)
+    assert on_pairs.count(Outcome.FAIL) >= 14 > 8 >= pooled.count(Outcome.FAIL)
     assert Outcome.PASS not in on_pairs + pooled
 
 
