@@ -2,14 +2,17 @@
 
     .venv/bin/python benchmarks/noise_robustness.py [--quick] [--runs 20] [--seconds 30]
         [--hogs 2] [--hog-share 0.5] [--burn-ms 6] [--allowance 5%] [--keys p50,p95]
-        [--cases abc] [--ab-seconds 120] [--ab-users 16]
+        [--cases abc] [--ab-seconds 120] [--ab-users 16] [--ab-hog-from 2]
 
 A service whose handler is CPU-bound (a stdlib HTTP server on 127.0.0.1, started by the
 gate from ``service.command``, that burns about ``--burn-ms`` of CPU a request), so a CPU
 hog slows it. Each run is a real ``pytest thresholds.yaml::cpu`` in a child process (the
 real Locust child, the real machine sampler); the hogs (``python -c 'while 1: pass'``,
 ``--hogs`` of them) are started by this script, outside the gate's processes, for
-``--hog-share`` of the run's load, from a quarter of the way in.
+``--hog-share`` of the run's planned load: in (a) from a quarter of the way in; in (b)
+and (c) ``--ab-hog-from`` seconds after the warm-up (2 s), before the first look at 13 s,
+since a pair is judged early: a hog that came a quarter of the way into 2 minutes (at
+35 s) found most runs of (c) already decided on a quiet machine.
 
 - (a) absolute budget: ``p95_ms`` at 1.3x the quiet P95 measured by a first run without
   hogs; then ``--runs`` runs with the hogs: how many FAIL (blame the service), how many
@@ -166,24 +169,31 @@ def _project(folder: Path, args: argparse.Namespace, p95_ms: float) -> None:
     )  # fmt: skip
 
 
-def _hog_later(args: argparse.Namespace, seconds: float, done: threading.Event) -> None:
-    """Hogs for ``--hog-share`` of ``seconds`` of load, from a quarter of the way in."""
-    start = 2.0 + 3.0 + 0.25 * seconds  # service and Locust start, warm-up
+def _hog_later(
+    args: argparse.Namespace, seconds: float, done: threading.Event, hog_from: float
+) -> None:
+    """Hogs for ``--hog-share`` of ``seconds`` of load, from ``hog_from`` s of load."""
+    start = 2.0 + 3.0 + hog_from  # service and Locust start, warm-up
     if done.wait(start):
         return
     with hogs(args.hogs):
         done.wait(args.hog_share * seconds)
 
 
-def run_once(folder: Path, args: argparse.Namespace, *, hog: bool, seconds: float) -> Run:
-    """One ``pytest thresholds.yaml::cpu`` in ``folder``; its result from the JSON file."""
+def run_once(
+    folder: Path, args: argparse.Namespace, *, hog: bool, seconds: float,
+    hog_from: float | None = None,
+) -> Run:  # fmt: skip
+    """One ``pytest thresholds.yaml::cpu`` in ``folder``; its result from the JSON file.
+    The hogs start ``hog_from`` s after the warm-up (default: a quarter of the load)."""
     results = folder / "results" / f"run-{time.monotonic_ns()}"
     command = [
         sys.executable, "-m", "pytest", "thresholds.yaml::cpu", "-q", "-p", "no:cacheprovider",
         f"--perfgate-results-dir={results}", "--perfgate-min-duration=10s",
     ]  # fmt: skip
     done = threading.Event()
-    hogger = threading.Thread(target=_hog_later, args=(args, seconds, done), daemon=True)
+    start = 0.25 * seconds if hog_from is None else hog_from
+    hogger = threading.Thread(target=_hog_later, args=(args, seconds, done, start), daemon=True)
     began = time.monotonic()
     if hog:
         hogger.start()
@@ -242,7 +252,8 @@ def _summary(case: str, runs: list[Run], args: argparse.Namespace) -> Counter[st
     counts = Counter(r.label for r in runs)
     n = len(runs)
     rate = ", ".join(f"{k} {v}/{n} ({100 * v / n:.0f} %)" for k, v in sorted(counts.items()))
-    print(f"{case} with {args.hogs} hog(s) for {100 * args.hog_share:.0f} % of the load: {rate}")
+    print(f"{case} with {args.hogs} hog(s) for {100 * args.hog_share:.0f} % of the planned load: "
+          f"{rate}")  # fmt: skip
     print(
         f"    run time: load median {median(r.load_s for r in runs):.1f} s, whole run median "
         f"{median(r.wall_s for r in runs):.1f} s (max {max(r.wall_s for r in runs):.1f} s)"
@@ -250,11 +261,14 @@ def _summary(case: str, runs: list[Run], args: argparse.Namespace) -> Counter[st
     return counts
 
 
-def _runs(folder: Path, args: argparse.Namespace, *, seconds: float, p95: bool) -> list[Run]:
+def _runs(
+    folder: Path, args: argparse.Namespace, *, seconds: float, p95: bool,
+    hog_from: float | None = None,
+) -> list[Run]:  # fmt: skip
     """``--runs`` runs with the hogs, each printed as it ends."""
     runs = []
     for i in range(args.runs):
-        run = run_once(folder, args, hog=True, seconds=seconds)
+        run = run_once(folder, args, hog=True, seconds=seconds, hog_from=hog_from)
         runs.append(run)
         figure = f"p95 {run.p95_ms:7.1f} ms, " if p95 else ""
         print(
@@ -303,7 +317,8 @@ def case_b(folder: Path, args: argparse.Namespace) -> None:
     """(b) A/A under the hogs: a FAIL is a false regression (needs the A/B mode)."""
     print(f"(b) A/A: both sides burn {args.burn_ms:g} ms, {args.keys} regression {args.allowance}")
     _ab_project(folder, args, args.burn_ms)
-    counts = _summary("(b)", _runs(folder, args, seconds=args.ab_seconds, p95=False), args)
+    runs = _runs(folder, args, seconds=args.ab_seconds, p95=False, hog_from=args.ab_hog_from)
+    counts = _summary("(b)", runs, args)
     met = "met" if not counts["FAIL"] else "MISSED"
     print(f"    target: no false regression -> {met} ({counts['FAIL']} FAIL)")
 
@@ -313,7 +328,8 @@ def case_c(folder: Path, args: argparse.Namespace) -> None:
     slower = 1.1 * args.burn_ms
     print(f"(c) A/B: the candidate burns {slower:g} ms, the baseline {args.burn_ms:g} ms")
     _ab_project(folder, args, slower)
-    counts = _summary("(c)", _runs(folder, args, seconds=args.ab_seconds, p95=False), args)
+    runs = _runs(folder, args, seconds=args.ab_seconds, p95=False, hog_from=args.ab_hog_from)
+    counts = _summary("(c)", runs, args)
     print(f"    detected (FAIL) in {counts['FAIL']}/{args.runs} runs (target: 18 of 20)")
 
 
@@ -334,6 +350,9 @@ def main() -> None:
     )
     parser.add_argument("--ab-seconds", type=float, default=120, help="load per A/B run (2 min)")
     parser.add_argument("--ab-users", type=int, default=16, help="users of an A/B run")
+    parser.add_argument(
+        "--ab-hog-from", type=float, default=2.0, help="A/B: hogs from this many s of load (2)"
+    )
     parser.add_argument("--cases", default="abc", help="which cases to run (default abc)")
     args = parser.parse_args()
     if args.quick:

@@ -323,11 +323,8 @@ def _stat_of(allowed: Regression, paired: bool = False) -> _Stat:
 def _pairs_judge(allowed: Regression) -> bool:
     """Whether a duet judges ``allowed`` on its pairs: the median's change only (a
     percentile of the ratios is not the change of that percentile)."""
-    return (
-        allowed.change == "growth"
-        and allowed.metric.judge == "quantile"
-        and (allowed.metric.q == 0.5)
-    )
+    metric = allowed.metric
+    return allowed.change == "growth" and metric.judge == "quantile" and metric.q == 0.5
 
 
 def _as_change(allowed: Regression, theta: float) -> float:
@@ -408,7 +405,7 @@ def pair_changes(
     resamples = max(100, min(resamples, resamples * RESAMPLE_SAMPLES // max(sum(whole.n), 1)))
     for _ in range(resamples if live else 0):
         pooled = _pool(blocks, _moving_picks(rng, m, run), on_pairs)
-        if not pooled.candidate or not pooled.baseline:
+        if not pooled.candidate or not pooled.baseline or (on_pairs and not pooled.ratios):
             continue
         for a, stat in live:
             draws[a.key].append(stat(pooled)[0])
