@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/duet_quality.py [--quick] [--runs 200] [--seconds 40]
         [--allowance 0.05] [--slower 1.10] [--noise shared,order,imbalance,stalls]
-        [--spend equal,half,final] [--keys p95] [--pairing paired,pooled]
+        [--spend equal,half,final] [--keys p95] [--pairing paired]
 
 Simulated A/B runs judged by ``core.duet``'s real functions (``paired_blocks``,
 ``judge_pair``, ``PairStopRule`` at the plan's looks, as ``duet_gate`` does: 1 s blocks
@@ -185,7 +185,9 @@ def main() -> None:
     parser.add_argument("--noise", default=",".join(NOISES), help="which noises")
     parser.add_argument("--spend", default=",".join(SPENDS), help="error spending over looks")
     parser.add_argument("--keys", default="p95", help="regression keys (p95; p50,p95)")
-    parser.add_argument("--pairing", default="paired,pooled", help="how the median is judged")
+    parser.add_argument(
+        "--pairing", default="paired", help="how the median is judged: paired, pooled or both"
+    )
     args = parser.parse_args()
     keys = tuple(args.keys.split(","))
     runs = 40 if args.quick else args.runs
