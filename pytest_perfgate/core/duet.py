@@ -82,7 +82,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -228,7 +228,7 @@ def paired_blocks(
 
 
 def _pair_ratios(
-    groups: Iterable[tuple[list[Sample], list[Sample]]], origin_s: float, block_s: float
+    groups: Collection[tuple[list[Sample], list[Sample]]], origin_s: float, block_s: float
 ) -> dict[int, list[float]]:
     """Each block's log ratios of the duet pairs whose two requests are both in the
     window and answered, under the block of the candidate's request."""
@@ -451,11 +451,9 @@ def _units(
     all of them for a mean, a rate or the pairs' median; for a pooled percentile, the
     units holding either side's requests above it (a P95 pooled over a run where a hog
     was busy for a few seconds is decided by those few seconds)."""
-    if paired or allowed.change != "growth" or allowed.metric.judge != "quantile":
-        return len(blocks) // run
-    if not allowed.metric.q:
-        return len(blocks) // run
     q = allowed.metric.q
+    if paired or allowed.change != "growth" or allowed.metric.judge != "quantile" or not q:
+        return len(blocks) // run
     top_c, top_b = percentile(whole.candidate, q), percentile(whole.baseline, q)
     return len({
         b.index // run

@@ -475,7 +475,7 @@ WORKER_INDEX = [0]
 
 
 def _pair_context(pair: int) -> dict[str, Any]:
-    """A request's Locust ``context``: its duet pair, which ``Channel`` puts in its row."""
+    """A request's Locust ``context``: its duet pair, which ``Collector`` puts in its row."""
     return {PAIR_CONTEXT: pair} if pair else {}
 
 
